@@ -1,0 +1,51 @@
+"""Grad-CAM Chat's engine: load a Keras image classifier and explain what it looks at.
+
+>>> from explainer import load_model, explain
+>>> model = load_model("shapes")
+>>> result = explain(model, "circle.png")
+>>> result.target_label, result.region.location
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before TensorFlow is imported: keep its C++ start-up log quiet and make sure Keras runs on it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from .engine import explain, predict, quiet_tensorflow, warm_up
+from .errors import (
+    AmbiguousClassError,
+    ClassError,
+    ExplainerError,
+    ImageError,
+    LayerError,
+    ModelError,
+)
+from .images import load_image
+from .models import LoadedModel, ModelInfo, load_model
+from .region import Region, localize
+from .result import Explanation, Prediction
+
+quiet_tensorflow()
+
+__all__ = [
+    "AmbiguousClassError",
+    "ClassError",
+    "ExplainerError",
+    "Explanation",
+    "ImageError",
+    "LayerError",
+    "LoadedModel",
+    "ModelError",
+    "ModelInfo",
+    "Prediction",
+    "Region",
+    "explain",
+    "load_image",
+    "load_model",
+    "localize",
+    "predict",
+    "warm_up",
+]

@@ -1,0 +1,213 @@
+"""The explain loop: one compiled forward+backward pass per batch, then a CAM method, then localization.
+
+The gradient step is a ``tf.function`` with a fixed input signature, traced once per (model, layer) and cached on
+the :class:`~explainer.models.LoadedModel`; it returns the logits, the target layer's activations and their
+gradients in one pass, so a chat turn never runs the network twice for the same image and target.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from .cams import CamBatch, get_method
+from .errors import ExplainerError
+from .graph import Replay
+from .images import load_image
+from .labels import match_label
+from .layers import LayerPath, resolve_layer
+from .models import LoadedModel
+from .region import DEFAULT_THRESHOLD, localize
+from .result import Explanation, Prediction
+
+TOP_K = 5
+_AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
+
+
+@dataclass
+class CompiledLayer:
+    """Compiled functions for one target layer of one model."""
+
+    layer: LayerPath
+    with_gradients: tf.types.experimental.PolymorphicFunction
+    without_gradients: tf.types.experimental.PolymorphicFunction
+
+
+def compiled(model: LoadedModel, layer: str | None = None) -> CompiledLayer:
+    """The cached compiled functions for ``layer`` (automatic when None); traced on first use only."""
+    path = resolve_layer(model.keras_model, layer)
+    with model._lock:
+        if path.name not in model._compiled:
+            model._compiled[path.name] = _compile(model, path)
+        return model._compiled[path.name]
+
+
+def _signature(model: LoadedModel) -> tf.TensorSpec:
+    height, width = model.info.input_size
+    return tf.TensorSpec([None, height, width, 3], tf.float32)
+
+
+def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
+    replay = Replay(model.keras_model, path)
+
+    @tf.function(input_signature=[_signature(model), tf.TensorSpec([None], tf.int32)])
+    def with_gradients(x, targets):
+        with tf.GradientTape() as tape:
+            logits, acts = replay(x, tape)
+            chosen = tf.where(targets >= 0, targets, tf.argmax(logits, axis=-1, output_type=tf.int32))
+            # Images in a batch are independent, so the gradient of the sum is each image's own gradient.
+            score = tf.reduce_sum(tf.gather(logits, chosen, batch_dims=1))
+        return logits, acts, tape.gradient(score, acts), chosen
+
+    @tf.function(input_signature=[_signature(model)])
+    def without_gradients(x):
+        return replay(x)
+
+    return CompiledLayer(path, with_gradients, without_gradients)
+
+
+def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of preprocessed ``inputs`` through the compiled model, in chunks of ``batch_size``."""
+    with model._lock:
+        if "__logits__" not in model._compiled:
+            replay = Replay(model.keras_model, None)
+            model._compiled["__logits__"] = tf.function(lambda x: replay(x)[0],
+                                                        input_signature=[_signature(model)])
+        fn = model._compiled["__logits__"]
+    chunks = [fn(tf.constant(inputs[i : i + batch_size], tf.float32)).numpy()
+              for i in range(0, len(inputs), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(model.labels)), np.float32)
+
+
+def predict(model: LoadedModel, images: list[np.ndarray]) -> np.ndarray:
+    """Softmax probabilities (N×C) for RGB images of any size."""
+    return softmax(forward(model, model.prepare(images)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def warm_up(model: LoadedModel, method: str = "gradcam", layer: str | None = None) -> None:
+    """Trace the compiled functions now (start-up), so the first question is as fast as the rest."""
+    blank = np.zeros((*model.info.input_size, 3), np.uint8)
+    explain(model, blank, method=method, layer=layer)
+    forward(model, model.prepare([blank]))
+
+
+def explain(
+    model: LoadedModel,
+    image,
+    target: int | str | list | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    top_k: int = TOP_K,
+) -> Explanation | list[Explanation]:
+    """Explain what ``model`` looks at in ``image``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`explainer.load_model`.
+    image : array, path, PIL image, or a list of them
+        RGB ``uint8`` H×W×3 of any size (grey, RGBA and 16-bit are converted). A list is explained as one batch.
+    target : None, int, str, or a list of them
+        ``None`` explains the top prediction; an index or a (fuzzy) label explains that class. A list of targets
+        for one image explains each, as one batch.
+    method : str
+        A name from :data:`explainer.cams.METHODS`.
+    layer : str, optional
+        Target layer name or ``/``-joined path; the last spatial layer by default.
+    threshold : float
+        Localization threshold as a fraction of the map's maximum.
+    top_k : int
+        How many predictions to report.
+
+    Returns
+    -------
+    Explanation or list of Explanation
+        A list when ``image`` or ``target`` is a list.
+    """
+    images, targets, as_list = _pairs(image, target)
+    cam = get_method(method)
+    fns = compiled(model, layer)
+    images = [load_image(img) for img in images]
+    inputs = model.prepare(images)
+    indices = np.array([_AUTO if t is None else match_label(model.labels, t) for t in targets], np.int32)
+    if cam.needs_gradients:
+        logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices))
+    else:
+        logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
+        grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
+    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x))
+    maps, raw, weights = cam(batch)
+    results = [
+        _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], int(chosen[i]),
+                cam.name, fns.layer.name, threshold, top_k)
+        for i, img in enumerate(images)
+    ]
+    return results if as_list else results[0]
+
+
+def _pairs(image, target) -> tuple[list, list, bool]:
+    """Expand (image, target) into equal-length lists; several targets of one image repeat the image."""
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(images)
+    if len(images) == 1 and len(targets) > 1:
+        images = images * len(targets)
+    if len(images) != len(targets):
+        raise ExplainerError(f"Got {len(images)} images but {len(targets)} targets.")
+    if not images:
+        raise ExplainerError("No image to explain.")
+    return images, targets, isinstance(image, (list, tuple)) or isinstance(target, (list, tuple))
+
+
+def _result(model, image, cam_map, raw, weights, logits, target, method, layer, threshold, top_k) -> Explanation:
+    height, width = image.shape[:2]
+    heatmap = upsample(cam_map, (height, width))
+    probs = softmax(logits[None])[0]
+    order = np.argsort(-probs)[:top_k]
+    return Explanation(
+        image=image,
+        heatmap=heatmap,
+        target_index=target,
+        target_label=model.labels[target],
+        probability=float(probs[target]),
+        predictions=[Prediction(int(i), model.labels[i], float(probs[i])) for i in order],
+        probabilities=probs,
+        logits=np.asarray(logits, np.float32),
+        method=method,
+        layer=layer,
+        region=localize(heatmap, threshold),
+        cam=raw,
+        channel_weights=weights,
+        model_name=model.name,
+    )
+
+
+def upsample(cam_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a [0, 1] map to ``size`` = (height, width), peak kept at 1 (colourise after this)."""
+    height, width = size
+    heat = cv2.resize(np.asarray(cam_map, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(heat, 0.0, None)
+    top = float(heat.max())
+    return (heat / top if top > 0 else heat).astype(np.float32)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's start-up chatter (CUDA probing, oneDNN notices): users see only our output."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf.get_logger().setLevel("ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl ships with tensorflow; guard anyway
+        pass
