@@ -92,11 +92,11 @@ def localize(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Regio
         return Region((0, 0, 0, 0), empty, 0.0, (width // 2, height // 2), (int(peak_x), int(peak_y)),
                       "nowhere", 0.0, 0, "empty", threshold)
     binary = (heat >= threshold * top).astype(np.uint8)
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    _count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     mask = labels == largest
     x, y, w, h = (int(v) for v in stats[largest, :4])
-    cx, cy = (int(round(v)) for v in centroids[largest])
+    cx, cy = (round(v) for v in centroids[largest])
     coverage = float(mask.mean())
     energy = float(heat[mask].sum() / max(heat.sum(), 1e-12))
     n_regions = _count_spots(stats[1:, cv2.CC_STAT_AREA], height * width)
