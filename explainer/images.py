@@ -6,6 +6,7 @@ and RGBA PNG, 16-bit TIFF, CMYK JPEG, animated GIF) and refuses decompression bo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -79,10 +80,8 @@ def _check_size(size: tuple[int, int], name: str = "the image") -> None:
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     _check_size(img.size)
-    try:
+    with contextlib.suppress(EOFError):
         img.seek(0)  # animated GIF/WebP: explain the first frame
-    except EOFError:
-        pass
     img = ImageOps.exif_transpose(img)  # photos taken sideways are stored sideways
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _array_to_rgb(np.asarray(img))

@@ -36,7 +36,9 @@ def match_label(labels: list[str], query: str | int) -> int:
         index = int(query)
         if 0 <= index < len(labels):
             return index
-        raise ClassError(f"Class index {index} is out of range: this model has {len(labels)} classes (0–{len(labels) - 1}).")
+        raise ClassError(
+            f"Class index {index} is out of range: this model has {len(labels)} classes (0–{len(labels) - 1})."
+        )
     wanted = normalize(query)
     if not wanted:
         raise ClassError("Which class? The class name was empty.")

@@ -1,0 +1,127 @@
+"""Command line: ``python -m explainer explain IMAGE ...`` and ``python -m explainer evaluate ...``.
+
+Errors are one line on stderr and a non-zero exit status: 1 when some images failed (the others are still
+explained), 2 for a bad model, option or class name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import explain, load_model
+from .cams import METHODS, get_method
+from .errors import ExplainerError
+from .images import load_image
+from .labels import match_label
+from .models import PREPROCESS_MODES
+from .region import DEFAULT_THRESHOLD
+from .render import draw_region, overlay
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explainer",
+                                     description="Explain what an image classifier looks at.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("explain", help="explain one or more images")
+    run.add_argument("images", nargs="+", help="image files or folders of images")
+    run.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: see README)")
+    run.add_argument("--labels", help="text file with one class label a line")
+    run.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
+    run.add_argument("--target", help="class label or index to explain (default: the top prediction)")
+    run.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
+    run.add_argument("--layer", help="target layer name (default: the last spatial layer)")
+    run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
+    run.add_argument("--out", type=Path, help="folder for <image>_heatmap.npy and <image>_overlay.png")
+    run.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    _add_evaluate(commands)
+    return parser
+
+
+def _add_evaluate(commands) -> None:
+    try:
+        from .evaluate import add_evaluate_arguments
+    except ImportError:  # the evaluate command ships with the metrics module
+        return
+    add_evaluate_arguments(commands.add_parser("evaluate", help="faithfulness and localization metrics"))
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given; folders replaced by the images they hold, sorted."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            found.append(path)
+    return found
+
+
+def explain_command(args: argparse.Namespace) -> int:
+    try:
+        model = load_model(args.model, labels=args.labels, preprocess=args.preprocess)
+        get_method(args.method)  # fail once, before any image, on a misspelt method
+        target = None if args.target is None else match_label(model.labels, args.target)
+    except ExplainerError as err:
+        return _fail(str(err), 2)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    used_names: set[str] = set()
+    for path in expand(args.images):
+        try:
+            result = explain(model, load_image(path), target=target, method=args.method, layer=args.layer,
+                             threshold=args.threshold)
+        except ExplainerError as err:
+            failures += 1
+            print(f"error: {path}: {err}", file=sys.stderr)
+            continue
+        record = {"image": str(path), **result.to_dict()}
+        if args.out:
+            record.update(_save(result, path, args.out, used_names))
+        print(json.dumps(record) if args.json else _summary(path, result))
+    return 1 if failures else 0
+
+
+def _save(result, path: Path, out: Path, used: set[str]) -> dict:
+    stem, n = path.stem, 2
+    while stem in used:
+        stem, n = f"{path.stem}_{n}", n + 1
+    used.add(stem)
+    heatmap_file, overlay_file = out / f"{stem}_heatmap.npy", out / f"{stem}_overlay.png"
+    np.save(heatmap_file, result.heatmap)
+    picture = draw_region(overlay(result.image, result.heatmap), result.region)
+    cv2.imwrite(str(overlay_file), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return {"heatmap_file": str(heatmap_file), "overlay_file": str(overlay_file)}
+
+
+def _summary(path: Path, result) -> str:
+    region = result.region
+    return (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
+            f"{region.location}, box {region.bbox}, {region.coverage:.0%} of the image, {region.spread}")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "explain":
+        return explain_command(args)
+    from .evaluate import evaluate_command
+
+    return evaluate_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
