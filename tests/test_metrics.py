@@ -1,0 +1,161 @@
+"""Metrics on cases with a known answer, and on a small model trained here on planted squares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from planted_models import SIZE, planted_squares, trained_model
+
+from explainer import explain, metrics, predict
+from explainer.cams import BaseCAM, CamBatch
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model = trained_model()
+    images, labels, masks, boxes = planted_squares(24, seed=123)
+    return model, list(images), labels, masks, boxes
+
+
+def _square(top: int, left: int, side: int, size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------- localization
+
+def test_pointing_game_with_a_known_peak():
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    mask = _square(10, 10, 5)  # rows and columns 10..14
+    peak_at = {(12, 12): True, (12, 17): False, (12, 16): True}  # (row, col); 16 is 2 px off the mask
+    for (row, col), expected in peak_at.items():
+        saliency = np.zeros((SIZE, SIZE), np.float32)
+        saliency[row, col] = 1.0
+        hit = metrics.pointing_game(None, [image], [saliency], masks=[mask], tolerance=2)
+        assert hit.tolist() == [expected], (row, col)
+
+
+def test_centre_baseline_points_at_the_middle():
+    images = [np.zeros((SIZE, SIZE, 3), np.uint8)] * 2
+    masks = [_square(SIZE // 2 - 3, SIZE // 2 - 3, 6), _square(0, 0, 6)]
+    assert metrics.centre_baseline(None, images, masks=masks, tolerance=0).tolist() == [True, False]
+
+
+def test_box_and_mask_iou_have_known_values():
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    truth = _square(0, 0, 10)
+    shifted = _square(0, 5, 10).astype(np.float32)  # overlaps half of the truth: IoU = 50 / 150
+    scores = metrics.box_iou(None, [image, image], [truth.astype(np.float32), shifted], boxes=[(0, 0, 10, 10)] * 2)
+    np.testing.assert_allclose(scores, [1.0, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(metrics.mask_iou(None, [image, image], [truth * 1.0, shifted], masks=[truth] * 2),
+                               [1.0, 1 / 3], rtol=1e-6)
+
+
+def test_maps_are_resized_to_the_image_and_explanations_are_accepted(planted):
+    model, images, labels, masks, _ = planted
+    results = explain(model, images[:4], [int(y) for y in labels[:4]])
+    small = [r.cam for r in results]  # feature resolution: resized to the image by the metric
+    assert metrics.pointing_game(model, images[:4], small, masks=masks[:4]).shape == (4,)
+    np.testing.assert_array_equal(metrics.coverage(model, images[:4], results), metrics.coverage(
+        model, images[:4], [r.heatmap for r in results]))
+    with pytest.raises(ValueError, match="3 maps"):
+        metrics.coverage(model, images[:4], small[:3])
+
+
+# ------------------------------------------------------------------------------------------ deletion / insertion
+
+def test_auc_is_the_trapezoid_area():
+    fractions = np.linspace(0, 1, 5)
+    curves = metrics.Curves(fractions, np.stack([np.full(5, 0.5), 1 - fractions, fractions**2]))
+    np.testing.assert_allclose(curves.auc, [0.5, 0.5, 0.34375], rtol=1e-6)
+
+
+def test_curves_start_and_end_at_the_unmodified_image(planted):
+    model, images, labels, masks, _ = planted
+    original = predict(model, images)[np.arange(len(images)), labels]
+    deletion = metrics.deletion_curves(model, images, masks.astype(float), labels, steps=8)
+    insertion = metrics.insertion_curves(model, images, masks.astype(float), labels, steps=8)
+    assert deletion.probabilities.shape == (len(images), 9)
+    np.testing.assert_allclose(deletion.probabilities[:, 0], original, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(insertion.probabilities[:, -1], original, rtol=1e-4, atol=1e-6)
+
+
+def test_a_perfect_map_beats_random_and_inverted_maps(planted):
+    """Deleting the square first kills the class fastest; inserting it first restores it fastest."""
+    model, images, labels, masks, _ = planted
+    perfect, inverted = masks.astype(np.float32), 1.0 - masks.astype(np.float32)
+    noise = np.random.default_rng(0).random(masks.shape).astype(np.float32)
+    deletion = {name: metrics.deletion_auc(model, images, m, labels).mean()
+                for name, m in {"perfect": perfect, "random": noise, "inverted": inverted}.items()}
+    assert deletion["perfect"] < deletion["random"] - 0.1 < deletion["inverted"] - 0.1
+    assert (metrics.insertion_auc(model, images, perfect, labels).mean()
+            > metrics.insertion_auc(model, images, inverted, labels).mean() + 0.05)
+
+
+def test_a_flat_map_deletes_in_random_order(planted):
+    model, images, labels, masks, _ = planted
+    flat = np.ones(masks.shape, np.float32)
+    noise = np.random.default_rng(1).random(masks.shape).astype(np.float32)
+    flat_auc = metrics.deletion_auc(model, images, flat, labels, steps=16).mean()
+    random_auc = metrics.deletion_auc(model, images, noise, labels, steps=16).mean()
+    assert abs(flat_auc - random_auc) < 0.05
+
+
+def test_unknown_baseline_is_refused(planted):
+    model, images, labels, masks, _ = planted
+    with pytest.raises(ValueError, match="baseline"):
+        metrics.deletion_auc(model, images[:1], masks[:1] * 1.0, labels[:1], baseline="noise")
+
+
+# ---------------------------------------------------------------------------------------- average drop / increase
+
+def test_average_drop_and_increase(planted):
+    model, images, labels, masks, _ = planted
+    ones = np.ones(masks.shape, np.float32)
+    kept_all = metrics.confidence_change(model, images, ones, labels)
+    np.testing.assert_allclose(kept_all.drop, 0.0, atol=1e-5)
+    assert not kept_all.increase.any()
+    on_object = metrics.average_drop(model, images, masks * 1.0, labels).mean()
+    off_object = metrics.average_drop(model, images, 1.0 - masks, labels).mean()
+    assert on_object < off_object - 0.2
+    assert metrics.increase_in_confidence(model, images, masks * 1.0, labels).dtype == bool
+    np.testing.assert_allclose(metrics.coverage(model, images, ones), 1.0)
+    np.testing.assert_allclose(metrics.coverage(model, images, masks * 1.0), masks.mean(axis=(1, 2)), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ sanity check
+
+class InputBrightness(BaseCAM):
+    """A "method" that ignores the model entirely: it must fail the randomization check."""
+
+    name = "brightness"
+    needs_gradients = False
+
+    def get_cam_image(self, batch: CamBatch):
+        return batch.inputs.mean(axis=-1), None
+
+
+def test_spearman_matches_the_textbook_formula():
+    rng = np.random.default_rng(2)
+    a, b = rng.random(50), rng.random(50)
+    d = np.argsort(np.argsort(a)) - np.argsort(np.argsort(b))
+    assert metrics.spearman(a, b) == pytest.approx(1 - 6 * (d**2).sum() / (50 * (50**2 - 1)))
+    assert metrics.spearman(a, a) == pytest.approx(1.0)
+    assert metrics.spearman(a, -a) == pytest.approx(-1.0)
+    assert metrics.spearman(np.zeros(50), a) == 0.0  # a flat map has no ranking to agree with
+    assert metrics.spearman([0, 0, 1, 1], [0, 0, 2, 2]) == pytest.approx(1.0)  # ties share their rank
+
+
+def test_gradcam_passes_and_a_model_blind_map_fails_the_sanity_check(planted):
+    model, images, labels, _, _ = planted
+    before = [w.copy() for w in model.keras_model.get_weights()]
+    gradcam = metrics.sanity_check(model, images[:12], targets=labels[:12], method="gradcam", stages=3)
+    blind = metrics.sanity_check(model, images[:12], targets=labels[:12], method=InputBrightness(), stages=3)
+    assert gradcam.correlations.shape == (3, 12) and len(gradcam.stages) == 3
+    assert gradcam.median[-1] < 0.3 and gradcam.passed
+    np.testing.assert_allclose(blind.median, 1.0, atol=1e-6)
+    assert not blind.passed
+    assert gradcam.to_dict()["passed"] is True
+    after = model.keras_model.get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True)), "the loaded model was modified"
