@@ -1,0 +1,227 @@
+"""Measurements the chat makes beyond one map: does the map hold up, and does the image look like training data?
+
+* :func:`occlusion_check` hides the highlighted box (blurred) and, for comparison, equally large boxes at random
+  places, and re-classifies: if the map is right about where the evidence is, hiding the box must hurt the
+  class more than hiding a random box.
+* :func:`deletion_scores` wraps :func:`explainer.metrics.deletion_auc` with a random-order baseline, so the
+  number comes with something to compare it to.
+* :func:`out_of_distribution` compares cheap image statistics with the ``reference`` block of a model's sidecar.
+
+All of them run the model only through the engine (:func:`explainer.engine.predict`) or the metrics module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .. import metrics
+from ..demo.generate import image_statistics
+from ..engine import predict
+from ..models import LoadedModel, resize
+from ..region import box_iou
+from ..result import Explanation, Prediction
+
+#: Random boxes hidden for the comparison.
+RANDOM_BOXES = 8
+#: Blur strength of hidden boxes, as a fraction of the larger side (the metrics module's choice).
+BLUR_SIGMA = metrics.BLUR_SIGMA
+
+
+@dataclass
+class OcclusionCheck:
+    """Target probability with the highlighted box hidden, and with random boxes of the same size hidden.
+
+    Attributes
+    ----------
+    original : float
+        Probability of the explained class on the unmodified image.
+    hidden : float
+        Its probability with the highlighted box blurred.
+    random : list of float
+        Its probability with each random box blurred.
+    hidden_top : Prediction
+        The model's top class once the highlighted box is hidden.
+    box : tuple of int
+        The hidden box (x, y, w, h) in image pixels.
+    box_fraction : float
+        Share of the image the box covers.
+    random_overlap : float
+        Mean IoU of the random boxes with the highlighted box (0 = disjoint).
+    """
+
+    original: float
+    hidden: float
+    random: list[float]
+    hidden_top: Prediction
+    box: tuple[int, int, int, int]
+    box_fraction: float
+    random_overlap: float
+    verdict: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verdict = self._verdict()
+
+    @property
+    def drop(self) -> float:
+        """Probability lost by hiding the highlighted box."""
+        return self.original - self.hidden
+
+    @property
+    def random_drop(self) -> float:
+        """Mean probability lost by hiding a random box."""
+        return self.original - float(np.mean(self.random)) if self.random else 0.0
+
+    def _verdict(self) -> str:
+        """One word for what the numbers say (each template sentence is tied to one of these)."""
+        if self.box_fraction >= 0.6:
+            return "too_large"  # a random box this size overlaps the region anyway
+        if self.original < 0.05:
+            return "low_base"  # nothing much to lose
+        if self.drop >= 0.15 and self.drop >= 2 * max(self.random_drop, 0.0) + 0.05:
+            return "holds"
+        if self.drop < 0.05 and self.random_drop < 0.05:
+            return "not_needed"
+        if self.random_drop >= self.drop - 0.02:
+            return "not_specific"
+        return "partial"
+
+    def to_dict(self) -> dict:
+        return {
+            "original": round(self.original, 6), "hidden": round(self.hidden, 6),
+            "random": [round(p, 6) for p in self.random], "drop": round(self.drop, 6),
+            "random_drop": round(self.random_drop, 6), "hidden_top": self.hidden_top.to_dict(),
+            "box": list(self.box), "box_fraction": round(self.box_fraction, 4),
+            "random_overlap": round(self.random_overlap, 4), "verdict": self.verdict, "fill": "blur",
+        }
+
+
+def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
+                    n_random: int = RANDOM_BOXES) -> OcclusionCheck:
+    """Hide ``result``'s region box and ``n_random`` random boxes of the same size; re-classify all at once.
+
+    The boxes are blurred at the model's input size (a blur adds no new edges or colours the model could read as
+    evidence). Random boxes are placed, with a fixed ``seed``, where they overlap the region's box least.
+    """
+    height, width = result.image.shape[:2]
+    box = result.region.bbox if result.region.coverage > 0 else (0, 0, 0, 0)
+    small = resize(result.image, model.info.input_size)
+    scale = (small.shape[1] / width, small.shape[0] / height)
+    boxes = [box, *_random_boxes(box, (width, height), n_random, seed)]
+    blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=BLUR_SIGMA * max(small.shape[:2]),
+                               borderType=cv2.BORDER_REFLECT)
+    variants = [small] + [_hide(small, blurred, b, scale) for b in boxes]
+    probs = predict(model, variants)
+    target = result.target_index
+    top = int(np.argmax(probs[1]))
+    return OcclusionCheck(
+        original=float(probs[0, target]),
+        hidden=float(probs[1, target]),
+        random=[float(p) for p in probs[2:, target]],
+        hidden_top=Prediction(top, model.labels[top], float(probs[1, top])),
+        box=tuple(int(v) for v in box),
+        box_fraction=box[2] * box[3] / float(width * height),
+        random_overlap=float(np.mean([box_iou(box, b) for b in boxes[1:]])) if n_random else 0.0,
+    )
+
+
+def _random_boxes(box: tuple[int, int, int, int], size: tuple[int, int], n: int, seed: int) -> list[tuple]:
+    """``n`` boxes of ``box``'s size inside the image, chosen among random places by least overlap with ``box``."""
+    width, height = size
+    _x, _y, w, h = box
+    if w == 0 or h == 0 or n == 0:
+        return [box] * n
+    rng = np.random.default_rng(seed)
+    xs = rng.integers(0, max(1, width - w + 1), 20 * n)
+    ys = rng.integers(0, max(1, height - h + 1), 20 * n)
+    candidates = [(int(x), int(y), w, h) for x, y in zip(xs, ys, strict=True)]
+    candidates.sort(key=lambda b: box_iou(box, b))  # stable: equal overlaps keep their random order
+    return candidates[:n]
+
+
+def _hide(image: np.ndarray, blurred: np.ndarray, box: tuple, scale: tuple[float, float]) -> np.ndarray:
+    x, y, w, h = box
+    sx, sy = scale
+    x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
+    x1, y1 = int(np.ceil((x + w) * sx)), int(np.ceil((y + h) * sy))
+    out = image.copy()
+    out[y0:y1, x0:x1] = blurred[y0:y1, x0:x1]
+    return out
+
+
+@dataclass
+class DeletionScores:
+    """Deletion AUC (RISE) of one or more maps of one image, with a random deletion order as the yardstick."""
+
+    aucs: list[float]
+    random_auc: float
+
+    def to_dict(self) -> dict:
+        return {"deletion_auc": [round(a, 4) for a in self.aucs], "random_order_auc": round(self.random_auc, 4)}
+
+
+def deletion_scores(model: LoadedModel, results: list[Explanation], seed: int = 0) -> DeletionScores:
+    """Deletion AUC of each result's map (lower is better) and of a random map, in one batched run.
+
+    All ``results`` must be of the same image; each map is scored for its own target class.
+    """
+    image = results[0].image
+    noise = np.random.default_rng(seed).random(results[0].heatmap.shape, dtype=np.float32)
+    maps = [r.heatmap for r in results] + [noise]
+    targets = [r.target_index for r in results] + [results[0].target_index]
+    aucs = metrics.deletion_auc(model, [image] * len(maps), maps, targets)
+    return DeletionScores([float(a) for a in aucs[:-1]], float(aucs[-1]))
+
+
+@dataclass
+class Unusual:
+    """How an image compares with a model's training data (from the sidecar's ``reference`` block)."""
+
+    findings: list[dict]  # each: name, value, low, high (the reference's 1st and 99th percentiles)
+    max_probability: float | None = None
+    probability_p05: float | None = None
+
+    @property
+    def unusual(self) -> bool:
+        return bool(self.findings)
+
+    @property
+    def low_confidence(self) -> bool:
+        """The top probability is below what 95 % of held-out training-like images got."""
+        return self.probability_p05 is not None and self.max_probability is not None and \
+            self.max_probability < self.probability_p05
+
+    def to_dict(self) -> dict:
+        return {"unusual": self.unusual, "findings": self.findings, "max_probability": self.max_probability,
+                "reference_max_probability_p05": self.probability_p05}
+
+
+_STATISTICS = {"brightness": "brightness", "edge_density": "amount of edges and texture"}
+
+
+def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | None:
+    """Compare ``result.image`` with the model's reference statistics; None when the model has none.
+
+    An image statistic outside the training data's 1st–99th percentile range is a finding. The top probability is
+    compared with the held-out images' 5th percentile.
+    """
+    reference = model.info.reference
+    if not isinstance(reference, dict):
+        return None
+    small = resize(result.image, model.info.input_size)[None]
+    stats = image_statistics(small)
+    values = {"brightness": float(stats["channel_mean"].mean()), "edge_density": float(stats["edge_density"][0])}
+    findings = []
+    for key, words in _STATISTICS.items():
+        dist = reference.get(key)
+        if not isinstance(dist, dict) or "p01" not in dist or "p99" not in dist:
+            continue
+        low, high = float(dist["p01"]), float(dist["p99"])
+        if not low <= values[key] <= high:
+            findings.append({"name": key, "words": words, "value": round(values[key], 2),
+                             "low": low, "high": high, "direction": "low" if values[key] < low else "high"})
+    probability = reference.get("max_probability")
+    p05 = float(probability["p05"]) if isinstance(probability, dict) and "p05" in probability else None
+    return Unusual(findings, float(result.top.probability), p05)

@@ -1,0 +1,636 @@
+"""Rule-based understanding of a chat message: which answer is wanted, about which class, method, layer or image.
+
+No language model and no network: the message is normalised, misspelt keywords are corrected against a small
+vocabulary (``confidnt`` → ``confident``), and ordered rules of regular expressions pick the intent. Class names
+are found in the original words (never "corrected"), so a label the vocabulary does not know survives intact and
+is resolved later with :func:`explainer.labels.match_label`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import AmbiguousClassError, ClassError
+from ..labels import match_label
+from ..labels import normalize as normalize_label
+from .text import clean_text
+
+# Intent names: one answer function (explainer.chat.answers) each.
+WHAT = "what"
+WHY = "why"
+CONFIDENCE = "confidence"
+CLASS = "class"
+REGION = "region"
+TRUST = "trust"
+COMPARE_CLASSES = "compare_classes"
+COMPARE_METHODS = "compare_methods"
+USE_METHOD = "use_method"
+LAYERS = "layers"
+USE_LAYER = "use_layer"
+TEACH = "teach"
+HELP = "help"
+MODEL = "model"
+SETTING = "setting"
+IMAGE = "image"
+GREETING = "greeting"
+UNKNOWN = "unknown"
+
+INTENTS = (WHAT, WHY, CONFIDENCE, CLASS, REGION, TRUST, COMPARE_CLASSES, COMPARE_METHODS, USE_METHOD, LAYERS,
+           USE_LAYER, TEACH, HELP, MODEL, SETTING, IMAGE, GREETING, UNKNOWN)
+
+#: Longest question that is parsed; the rest is ignored (a 10,000-character paste must stay fast and harmless).
+MAX_QUESTION_CHARS = 500
+
+_SEP = r"[\s\-_]*"
+#: Method key → how people write it. Keys are explainer.cams method names.
+METHOD_PATTERNS: dict[str, str] = {
+    "gradcam++": rf"grad{_SEP}cam{_SEP}(?:\+\+|plus{_SEP}plus|pp)",
+    "xgradcam": rf"x{_SEP}grad{_SEP}cam",
+    "hirescam": rf"hi(?:gh)?{_SEP}res(?:olution)?{_SEP}cam",
+    "layercam": rf"layer{_SEP}cam",
+    "scorecam": rf"score{_SEP}cam",
+    "eigencam": rf"eigen{_SEP}cam",
+    "gradcam": rf"grad{_SEP}cam",
+}
+METHOD_NAMES = {
+    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM",
+    "layercam": "LayerCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM",
+}
+
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                 "nine": 9, "ten": 10}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6}
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words the rules look for; a misspelt word within edit distance of one of them is read as that word.
+VOCABULARY = _wordset("""
+why explain explanation reason where looking look focus focusing attention heatmap saliency evidence decide
+confident confidence sure certain certainty probability probabilities likely percent chance doubt calibrated
+trust trustworthy reliable reliability robust faithful faithfulness sanity check verify validate believe
+compare comparison versus second guess runner alternatives alternative candidates side
+method methods layer layers depth depths deeper earlier shallower later feature
+region segment segmentation bounding outline contour crop highlight localize localization coordinates
+show what which help model network classifier switch previous first original image picture photo
+opacity transparency colormap colour color threshold predict prediction predictions classify class classes
+label labels identify recognize about works work hello thanks thank teach tutorial gradient gradients weights
+channels default automatic instead object shortcut hold hide occlude occlusion deletion insertion mask
+map maps heatmaps overlay overlays colors colours region regions spot spots area part parts layer
+""")
+
+# Common short words that must never be "corrected" into a keyword.
+_KEEP = _wordset("""
+this that these those with from have does done about into than then them they their there here your yours
+what when were will would could should might must more most much many some such only also just like make
+made over very well even ever each both been being same other another again please tell give know mean
+""")
+
+# A phrase made of these alone refers to the image or the answer, not to a class ("explain this", "is it").
+_DEICTIC = _wordset("""
+it its it's this that these those here there me you yourself him her them one image picture photo pic
+prediction predictions decision result results answer class label top guess map heatmap overlay again more
+further please now all everything anything something so the a an why how what please model thing object
+""")
+
+_FILLER_TAIL = re.compile(
+    r"(?:\s+(?:instead|then|too|either|at all|please|here|now|really|exactly|in (?:the|this|that) "
+    r"(?:image|picture|photo|pic)|in it|there|class|one))+$"
+)
+_ARTICLE = re.compile(r"^(?:(?:an?|the|some|class|label|category)\s+)+")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What the current conversation can refer to by name (all optional)."""
+
+    labels: Sequence[str] = ()
+    methods: Sequence[str] = ()
+    layers: Sequence[str] = ()
+    models: Sequence[str] = ()
+    colormaps: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a message asks for.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`INTENTS`.
+    text : str
+        The question as typed, cleaned to one line and cut to :data:`MAX_QUESTION_CHARS`.
+    target : str or None
+        A class the user named (as typed, not yet resolved to an index).
+    explicit_target : bool
+        True when the class came from a class question ("why not X", "what about X"), False when it was only
+        spotted in a message about something else.
+    method, methods : str or None, tuple of str
+        CAM method key(s) named (``gradcam++``, ...).
+    layer : str or None
+        Layer name or 1-based spatial-layer number as typed, ``"auto"`` for the default layer.
+    layer_step : int
+        −1 for "an earlier layer", +1 for "a deeper layer".
+    image_ref : str or None
+        ``previous``, ``first``, ``latest`` or a 1-based image number.
+    model : str or None
+        A model name from the vocabulary.
+    count : int or None
+        How many classes ("top 3").
+    setting, value :
+        A setting to change (``opacity``, ``colormap``, ``threshold``, ``top_k``) and its value.
+    """
+
+    name: str
+    text: str = ""
+    target: str | None = None
+    explicit_target: bool = False
+    method: str | None = None
+    methods: tuple[str, ...] = ()
+    layer: str | None = None
+    layer_step: int = 0
+    image_ref: str | None = None
+    model: str | None = None
+    count: int | None = None
+    setting: str | None = None
+    value: float | str | None = None
+    corrected: str = field(default="", repr=False)
+
+
+@dataclass
+class _Message:
+    """A message in two parallel forms: original words (for class names) and corrected words (for rules)."""
+
+    raw: str  # cleaned, original case
+    words: list[str]  # lower-case original tokens
+    fixed: list[str]  # tokens after keyword spelling correction
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.fixed)
+
+    def original_span(self, start: int, end: int) -> str:
+        """The original words under characters ``start:end`` of :attr:`text` (tokens are 1:1)."""
+        first = self.text[:start].count(" ") if start else 0
+        last = self.text[:end].count(" ")
+        return " ".join(self.words[first : last + 1])
+
+
+def parse(text: str, vocab: Vocab | None = None) -> Intent:
+    """Read one chat message.
+
+    Parameters
+    ----------
+    text : str
+        The user's message (any length; only the first :data:`MAX_QUESTION_CHARS` characters are read).
+    vocab : Vocab, optional
+        Labels, methods, layers, models and colormaps the message may name.
+
+    Returns
+    -------
+    Intent
+        ``UNKNOWN`` when nothing matched; an empty message gives ``UNKNOWN`` with empty ``text``.
+    """
+    vocab = vocab or Vocab()
+    message = _read(text, vocab)
+    if not message.words:
+        return Intent(UNKNOWN, text=message.raw)
+    details = _details(message, vocab)
+    for rule in _RULES:
+        found = rule(message, vocab, details)
+        if found is not None:
+            name, extra = found
+            return Intent(name, **{**details, **extra})
+    return Intent(UNKNOWN, **details)
+
+
+# ----------------------------------------------------------------------------- normalising
+
+
+def _read(text: str, vocab: Vocab) -> _Message:
+    raw = clean_text(text or "", MAX_QUESTION_CHARS).replace("’", "'").replace("‘", "'")
+    lowered = raw.lower().replace("“", '"').replace("”", '"')
+    words = [w.strip(".'\"-:;,!") for w in re.findall(r"[\w+/.'\-:]+|\?", lowered)]
+    words = [w for w in words if w and w != "?"]
+    protected = _label_words(tuple(vocab.labels))
+    fixed = [word if word in protected else _correct(word) for word in words]
+    return _Message(raw, words, fixed)
+
+
+@functools.lru_cache(maxsize=8)
+def _label_words(labels: tuple[str, ...]) -> frozenset[str]:
+    """Words of the labels: a class name is never "corrected" into a keyword."""
+    return frozenset(word for label in labels for word in normalize_label(label).split())
+
+
+@functools.lru_cache(maxsize=4096)
+def _correct(word: str) -> str:
+    """The keyword ``word`` was probably meant to be, or ``word`` itself."""
+    if len(word) < 4 or word in VOCABULARY or word in _KEEP or not word.isalpha():
+        return word
+    # One wrong letter in a short word is a bigger change: "maps" is not "mask".
+    close = difflib.get_close_matches(word, VOCABULARY, n=1, cutoff=0.8 if len(word) <= 5 else 0.75)
+    return close[0] if close else word
+
+
+# ----------------------------------------------------------------------------- details found in any message
+
+
+def _details(message: _Message, vocab: Vocab) -> dict:
+    methods = find_methods(message.raw, vocab.methods)
+    return {
+        "text": message.raw,
+        "corrected": message.text,
+        "target": _mentioned_label(message, vocab.labels),
+        "methods": tuple(methods),
+        "method": methods[0] if len(methods) == 1 else None,
+        "image_ref": _image_ref(message.text),
+        "model": _model_name(message, vocab.models),
+        "count": _count(message.text),
+    }
+
+
+def find_methods(text: str, available: Sequence[str] = ()) -> list[str]:
+    """Method keys named in ``text``, in order of appearance (longest names win: ``grad-cam++`` is not ``grad-cam``)."""
+    lowered = text.lower()
+    found: list[tuple[int, str]] = []
+    taken: list[tuple[int, int]] = []
+    for key, pattern in METHOD_PATTERNS.items():  # ordered most specific first
+        for match in re.finditer(rf"(?<![a-z]){pattern}(?![a-z])", lowered):
+            if any(match.start() < end and start < match.end() for start, end in taken):
+                continue
+            taken.append(match.span())
+            found.append((match.start(), key))
+    keys = [key for _pos, key in sorted(found)]
+    if available:
+        known = set(available)
+        keys = [key for key in keys if key in known or key in METHOD_PATTERNS]
+    return list(dict.fromkeys(keys))
+
+
+def _mentioned_label(message: _Message, labels: Sequence[str]) -> str | None:
+    """A label named word for word in the message (longest first), unless its words are all our own keywords."""
+    if not labels:
+        return None
+    names = {normalize_label(label): label for label in labels}
+    words = [normalize_label(w) for w in message.words]
+    for size in range(min(5, len(words)), 0, -1):
+        for i in range(len(words) - size + 1):
+            phrase = " ".join(words[i : i + size])
+            if phrase in names and not all(w in VOCABULARY or w in _DEICTIC for w in phrase.split()):
+                return names[phrase]
+            singular = phrase[:-1] if phrase.endswith("s") else None
+            if singular in names and not all(w in VOCABULARY or w in _DEICTIC for w in singular.split()):
+                return names[singular]
+    return None
+
+
+def _image_ref(text: str) -> str | None:
+    noun = r"(?:image|picture|photo|pic|one|upload)"
+    previous = re.search(rf"\b(?:previous|last|prior|older|earlier|other) {noun}\b|\bone before\b|\bgo back\b", text)
+    if re.search(r"\b(?:latest|newest|most recent|new|last uploaded) (?:image|picture|photo|pic|upload)\b", text):
+        return "latest"
+    if match := re.search(rf"\b(first|second|third|fourth|fifth|sixth|original|initial) {noun}\b", text):
+        word = match.group(1)
+        return "first" if word in ("first", "original", "initial") else str(_ORDINALS[word])
+    if match := re.search(r"\b(?:image|picture|photo|pic)\s*#?\s*(\d{1,3})\b", text):
+        return match.group(1)
+    return "previous" if previous else None
+
+
+def _model_name(message: _Message, models: Sequence[str]) -> str | None:
+    """The model whose name (or a distinctive part of it) appears; the shortest name wins ties."""
+    words = set(message.words)
+    best, best_score = None, 0.0
+    for name in models:
+        parts = [p for p in re.split(r"[\s\-_.]+", name.lower()) if p]
+        whole = name.lower() in message.text or name.lower().replace("_", " ") in message.text
+        hits = sum(p in words for p in parts)
+        score = 10.0 if whole else hits - 0.01 * len(parts)
+        if (whole or hits) and score > best_score:
+            best, best_score = name, score
+    return best
+
+
+def _count(text: str) -> int | None:
+    if match := re.search(r"\btop[\s\-]?(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\b", text):
+        value = match.group(1)
+        return int(value) if value.isdigit() else _NUMBER_WORDS[value]
+    number = r"(\d{1,2}|" + "|".join(_NUMBER_WORDS) + ")"
+    if match := re.search(rf"\b{number} (?:classes|predictions|guesses|labels|candidates|options|maps)\b", text):
+        value = match.group(1)
+        return int(value) if value.isdigit() else _NUMBER_WORDS[value]
+    return None
+
+
+# ----------------------------------------------------------------------------- rules, tried in order
+
+Rule = Callable[[_Message, Vocab, dict], "tuple[str, dict] | None"]
+
+
+def _has(text: str, pattern: str) -> bool:
+    return re.search(pattern, text) is not None
+
+
+def _greeting(message: _Message, _vocab: Vocab, _details: dict):
+    if len(message.words) <= 4 and _has(message.text, r"^(?:hi|hello|hey|hallo|yo|thanks|thank you|thx|cheers|"
+                                                      r"good (?:morning|afternoon|evening)|great|nice|cool|ok|okay)\b"):
+        return GREETING, {}
+    return None
+
+
+def _help(message: _Message, _vocab: Vocab, _details: dict):
+    if _has(message.text, r"^(?:help|menu|commands|options|usage|examples?|\?+)$|\bwhat (?:can|should|could) "
+                          r"(?:you|i) (?:do|ask|say)\b|\bhow (?:do|can|should) i (?:use|start|talk)\b"
+                          r"|\bwhat do you (?:do|know)\b|\bwhat (?:questions|else)\b|\bhelp me\b$"):
+        return HELP, {}
+    return None
+
+
+def _help_anywhere(message: _Message, _vocab: Vocab, _details: dict):
+    return (HELP, {}) if _has(message.text, r"\bhelp\b|\bhow to\b|\bexamples?\b") else None
+
+
+def _setting(message: _Message, vocab: Vocab, _details: dict):
+    text = message.text
+    value = r"(\d+(?:\.\d+)?)\s*(%|percent)?"
+    if match := re.search(rf"\b(?:opacity|transparency|alpha|overlay strength|blend)\b\D*?{value}", text):
+        return SETTING, {"setting": "opacity", "value": _fraction(match.group(1), match.group(2))}
+    if match := re.search(rf"\bthreshold\b\D*?{value}", text):
+        return SETTING, {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
+    if match := re.search(r"\btop[\s\-]?k\b\D*?(\d{1,2})", text):
+        return SETTING, {"setting": "top_k", "value": int(match.group(1))}
+    maps = [name for name in vocab.colormaps if re.search(rf"\b{re.escape(name.lower())}\b", text)]
+    if maps and (_has(text, r"\b(?:colou?r|colormap|cmap|palette|map|use|switch|set|change|try)\b")
+                 or len(message.words) <= 2):
+        return SETTING, {"setting": "colormap", "value": maps[0]}
+    if _has(text, r"\b(?:colou?r ?map|cmap|palette)\b"):
+        return SETTING, {"setting": "colormap", "value": None}
+    return None
+
+
+def _fraction(number: str, percent: str | None) -> float:
+    value = float(number)
+    return value / 100.0 if percent or value > 1 else value
+
+
+def _model(message: _Message, _vocab: Vocab, details: dict):
+    text = message.text
+    named = details["model"]
+    if named and _has(text, r"\b(?:model|network|classifier|net|switch|use|load|try|change)\b"):
+        return MODEL, {}
+    if _has(text, r"\b(?:which|what) (?:model|network|classifier|net)\b|\babout (?:the|this|your) "
+                  r"(?:model|network|classifier)\b|\b(?:who|which model) (?:answered|is answering)\b"
+                  r"|\b(?:list|available|other|switch|change) (?:the )?models?\b"):
+        return MODEL, {}
+    return None
+
+
+def _teach(message: _Message, _vocab: Vocab, _details: dict):
+    text = message.text
+    topic = r"(?:grad[\s\-]?cam\S*|\S+[\s\-]?cam\S*|cam|class activation maps?|heat ?maps?|saliency(?: maps?)?|" \
+            r"the method|this method|(?:the )?colou?rs?|the overlay|the red|the maps?)"
+    if _has(text, rf"\b(?:what(?:'s| is| are| does| do)|tell me about|teach me|describe|define|how does) "
+                  rf"(?:a |an |the )?{topic}(?: (?:mean|work|do|show))?\b") or _has(
+        text, r"\b(?:explain|describe) (?:the )?(?:grad[\s\-]?cam\S*|\S+[\s\-]?cam\b|the method|this method|"
+              r"how (?:it|this|you|the \w+) works?)") or _has(
+        text, r"\bhow (?:does|do|did) (?:this|it|that|you|grad[\s\-]?cam|the (?:map|heatmap|method|bot|app)) work"
+              r"|\bhow (?:is|was|are|were) (?:this|it|the (?:map|heatmap|overlay)s?) (?:made|computed|calculated|"
+              r"built|created|generated)|\bhow do you (?:compute|make|calculate)\b|\b(?:teach|tutorial|"
+              r"theory|under the hood|behind the scenes)\b|\bchannel weights?\b"
+    ):
+        return TEACH, {}
+    return None
+
+
+def _compare_methods(message: _Message, _vocab: Vocab, details: dict):
+    text = message.text
+    if len(details["methods"]) >= 2 or _has(
+        text, r"\bmethods\b|\b(?:other|different|all|several|each|every|another) (?:\w+ )?methods?\b"
+              r"|\bcompare (?:the )?(?:methods?|techniques|algorithms|cams)\b|\bcams\b"
+    ):
+        return COMPARE_METHODS, {}
+    return None
+
+
+def _use_method(message: _Message, _vocab: Vocab, details: dict):
+    if details["method"]:
+        return USE_METHOD, {}
+    if _has(message.text, r"\b(?:use|switch to|try|change to) (?:the )?default method\b|\bmethod\b"):
+        return USE_METHOD, {"method": None}
+    return None
+
+
+def _layers(message: _Message, vocab: Vocab, _details: dict):
+    text = message.text
+    named = _layer_name(message.raw, vocab.layers)
+    if named:
+        return USE_LAYER, {"layer": named}
+    if not _has(text, r"\blayers?\b|\bdepths?\b|\bfeature maps?\b|\bdeeper\b|\bshallower\b"):
+        return None
+    if _has(text, r"\b(?:deeper|later|next|higher)\b"):
+        return USE_LAYER, {"layer_step": 1}
+    if _has(text, r"\b(?:earlier|shallower|previous|lower|prior|before)\b"):
+        return USE_LAYER, {"layer_step": -1}
+    if _has(text, r"\b(?:default|last|final|automatic|auto|usual|original) layer\b|\breset (?:the )?layer\b"):
+        return USE_LAYER, {"layer": "auto"}
+    return LAYERS, {}
+
+
+def _layer_name(raw: str, layers: Sequence[str]) -> str | None:
+    """A layer named after the word "layer" (or alone, if it is one of ``layers``), as the model spells it."""
+    by_lower = {name.lower(): name for name in layers}
+    leaves = {}
+    for name in layers:
+        leaves.setdefault(name.rsplit("/", 1)[-1].lower(), []).append(name)
+    match = re.search(r"\blayer\b\s*(?:number|no\.?|#)?\s*[\"'`]?([\w./\-]+)", raw, flags=re.IGNORECASE)
+    if match:
+        token = match.group(1).strip(".'\"`")
+        if token.isdigit():
+            return token
+        if token.lower() in by_lower:
+            return by_lower[token.lower()]
+        if len(leaves.get(token.lower(), [])) == 1:
+            return leaves[token.lower()][0]
+        if not layers and re.search(r"[_\d/]", token):
+            return token
+    for token in re.findall(r"[\w./\-]+", raw):
+        token = token.strip(".'\"`").lower()
+        if "_" in token or any(ch.isdigit() for ch in token) or "/" in token:
+            if token in by_lower:
+                return by_lower[token]
+            if len(leaves.get(token, [])) == 1:
+                return leaves[token][0]
+    return None
+
+
+def _trust(message: _Message, _vocab: Vocab, _details: dict):
+    if _has(message.text, r"\b(?:trust|trustworthy|trusted|reliable|reliability|robust|faithful|faithfulness|sanity|"
+                          r"verify|validate|believable|believe|legit|prove|proof|cheat|cheating|fooled|fool|"
+                          r"occlude|occlusion|deletion|insertion)\b|\bhold(?:s)? up\b|\bdouble[\s\-]?check\b"
+                          r"|\bcheck (?:it|this|that|the (?:map|heatmap|explanation))\b|\bshortcut\b"
+                          r"|\bright for the wrong\b|\b(?:hide|cover|remove|mask out|mask|blur|erase) (?:the |that |"
+                          r"this )?(?:highlighted |hot |important )?(?:region|area|part|spot|evidence)\b"
+                          r"|\breally (?:looking|look|using|use)\b|\bcan i (?:trust|rely)\b"
+                          r"|\b(?:is|does) (?:the|this) (?:map|heatmap|explanation) (?:right|correct|accurate)\b"):
+        return TRUST, {}
+    return None
+
+
+def _compare_classes(message: _Message, _vocab: Vocab, details: dict):
+    text = message.text
+    if _has(text, r"\bsecond(?: best| most likely)? (?:guess|choice|place|class|prediction|option|candidate)\b"
+                  r"|\brunner[\s\-]?up\b|\bnext (?:best|guess|class)\b"):
+        return COMPARE_CLASSES, {"count": details["count"] or 2}
+    if _has(text, r"\bcompare (?:the )?(?:top|classes|predictions|guesses|candidates)\b|\btop[\s\-]?(?:\d+|"
+                  + "|".join(_NUMBER_WORDS) + r") (?:maps|heat ?maps|overlays|explanations|side by side)\b"
+                  r"|\bother (?:guesses|classes|candidates|predictions)\b|\balternatives?\b|\bside by side\b"
+                  r"|\b(?:maps|heatmaps|overlays) (?:for|of) (?:the )?top\b"):
+        return COMPARE_CLASSES, {"count": details["count"] or 3}
+    return None
+
+
+def _confidence(message: _Message, _vocab: Vocab, _details: dict):
+    if _has(message.text, r"\b(?:confident|confidence|sure|certain|certainty|probability|probabilities|likely|"
+                          r"percent|percentage|chance|chances|odds|doubt|calibrated|uncertain|uncertainty|score|"
+                          r"scores)\b|\bhow (?:much|strongly)\b|\bout of distribution\b"):
+        return CONFIDENCE, {}
+    return None
+
+
+def _region(message: _Message, _vocab: Vocab, _details: dict):
+    if _has(message.text, r"\b(?:segment|segmentation|segmented|box|boxes|bounding|outline|contour|crop|cropped|"
+                          r"zoom|region|mask|localize|localise|localization|localisation|coordinates|pixels|"
+                          r"draw|area)\b|\bcut (?:it )?out\b|\bwhere exactly\b"):
+        return REGION, {}
+    return None
+
+
+_CLASS_PATTERNS_STRONG = (
+    r"\bwhy not (?P<c>.+)",
+    r"\bwhy (?:is ?n'?t|is it not|isnt|not|wasn'?t|didn'?t it say|did it not say|not call it) (?:it |this )?"
+    r"(?P<c>.+)",
+    r"\b(?:what|how) about (?P<c>.+)",
+    r"\b(?:explain|show(?: me)?|highlight|visuali[sz]e|map|heatmap for) (?:the )?(?:class|label) (?P<c>.+)",
+    r"\bevidence (?:for|of) (?P<c>.+)",
+    r"\b(?:compared? (?:it )?(?:with|to)|versus|vs) (?P<c>.+)",
+    r"^(?P<c>.+?) instead\b",
+)
+_CLASS_PATTERNS_WEAK = (
+    r"\b(?:explain|show(?: me)?|highlight|find|locate|visuali[sz]e) (?P<c>.+)",
+    r"\bwhere(?: is|'s| are) (?P<c>.+)",
+    r"\b(?:is it|is this|is that|could it be|could this be|might it be|maybe|it's|it is|isn'?t it) (?P<c>.+)",
+    r"\b(?:why|how come) (?:is it|is this|it's|it is|did it say|does it say|call it) (?P<c>.+)",
+)
+
+
+def _class_strong(message: _Message, vocab: Vocab, details: dict):
+    return _class(message, vocab, details, _CLASS_PATTERNS_STRONG, strong=True)
+
+
+def _class_weak(message: _Message, vocab: Vocab, details: dict):
+    return _class(message, vocab, details, _CLASS_PATTERNS_WEAK, strong=False)
+
+
+def _class(message: _Message, vocab: Vocab, details: dict, patterns: tuple[str, ...], strong: bool):
+    """A class question; weak patterns ("explain X", "is it X") only count when X looks like one of the labels."""
+    for pattern in patterns:
+        match = re.search(pattern, message.text)
+        if not match:
+            continue
+        phrase = _class_phrase(message.original_span(*match.span("c")))
+        if not phrase or _is_deictic(phrase):
+            continue
+        if strong or _looks_like_label(phrase, vocab.labels) or phrase == details["target"]:
+            return CLASS, {"target": phrase, "explicit_target": True}
+    return None
+
+
+def _class_phrase(phrase: str) -> str:
+    phrase = phrase.strip(" ?!.,;:'\"")
+    for _ in range(3):
+        phrase = _FILLER_TAIL.sub("", phrase).strip(" ?!.,;:'\"")
+        phrase = _ARTICLE.sub("", phrase).strip()
+    return phrase
+
+
+def _is_deictic(phrase: str) -> bool:
+    words = normalize_label(phrase).split()
+    return not words or words[0] in _DEICTIC - {"a", "an", "the", "top"} or all(w in _DEICTIC for w in words)
+
+
+def _looks_like_label(phrase: str, labels: Sequence[str]) -> bool:
+    """True when ``phrase`` names a label exactly, by its words or by a close misspelling."""
+    if not labels:
+        return False
+    try:
+        match_label(list(labels), phrase)
+    except AmbiguousClassError:
+        return True
+    except ClassError as err:
+        return bool(err.candidates) and len(phrase.split()) <= 3 and difflib.SequenceMatcher(
+            None, normalize_label(phrase), normalize_label(err.candidates[0])).ratio() >= 0.8
+    return True
+
+
+def _why(message: _Message, _vocab: Vocab, _details: dict):
+    if _has(message.text, r"\b(?:why|explain|explanation|reason|reasons|reasoning|justify|because|evidence|"
+                          r"attention|saliency|heatmap|heat map|overlay|focus|focusing|focused)\b"
+                          r"|\blook(?:s|ing|ed)? at\b|\bwhere (?:is|does|did|was) (?:it|the model|the network|"
+                          r"you) (?:look|focus|attend|see)|\bwhat (?:made|makes|led|did) (?:it|you|the model)\b"
+                          r"|\bhow did (?:it|you|the model) (?:decide|know|tell|choose|conclude)\b|\bbased on\b"
+                          r"|\bwhich (?:part|parts|pixels|area)\b|\bwhat (?:part|parts)\b|\bshow (?:me )?(?:the )?map\b"
+                          r"|\bgrad[\s\-]?cam\b|\bwhere\b"):
+        return WHY, {}
+    return None
+
+
+def _what(message: _Message, _vocab: Vocab, details: dict):
+    text = message.text
+    if details["count"] or _has(
+        text, r"\bwhat(?:'s| is| are)? (?:it|this|that|these|in (?:the|this|it)|the (?:object|thing|image|picture))\b"
+              r"|\bwhat do you see\b|\bclassify\b|\bpredict(?:ion|ions|ed|s)?\b|\bidentify\b|\brecogni[sz]e\b"
+              r"|\b(?:which|what) (?:class|label|kind|sort|type|category|object|shape|animal|thing)\b|\bguess\b"
+              r"|\blabels?\b|\bclasses\b|\bwhat is$|\bwhat'?s that\b|^what\b"
+    ):
+        return WHAT, {}
+    return None
+
+
+def _image(_message: _Message, _vocab: Vocab, details: dict):
+    return (IMAGE, {}) if details["image_ref"] else None
+
+
+def _bare_label(message: _Message, vocab: Vocab, details: dict):
+    if details["target"] or (len(message.words) <= 4 and _looks_like_label(_class_phrase(message.raw), vocab.labels)):
+        return CLASS, {"target": details["target"] or _class_phrase(message.raw), "explicit_target": True}
+    return None
+
+
+_RULES: tuple[Rule, ...] = (
+    _help,
+    _greeting,
+    _setting,
+    _model,
+    _teach,
+    _compare_methods,
+    _use_method,
+    _layers,
+    _trust,
+    _compare_classes,
+    _class_strong,
+    _confidence,
+    _class_weak,
+    _region,
+    _why,
+    _what,
+    _image,
+    _bare_label,
+    _help_anywhere,
+)

@@ -1,0 +1,402 @@
+"""One conversation: its images, its settings, its model, and every result it has computed so far.
+
+A :class:`ChatSession` belongs to one browser session. Follow-up questions reuse what is cached here, so a
+question that needs no new map (how confident? show the region, another opacity) costs milliseconds: explanations
+are cached by (image, model, method, layer, target, threshold) and rendered overlays by the explanation and the
+drawing settings. Nothing in here is shared between sessions except the (read-only) loaded models.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..cams import METHODS, method_key
+from ..engine import explain
+from ..errors import ExplainerError, ImageError
+from ..images import load_image
+from ..labels import match_label
+from ..layers import LayerPath, resolve_layer, spatial_layers
+from ..models import LoadedModel
+from ..region import DEFAULT_THRESHOLD, localize
+from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
+from ..result import Explanation
+from .reply import Reply
+
+logger = logging.getLogger(__name__)
+
+#: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
+#: anyway, and overlays of a 12-megapixel photo would cost memory and time in every answer.
+MAX_SIDE = 1024
+#: How many images a conversation keeps (the oldest is forgotten first).
+MAX_IMAGES = 12
+#: How many explanations and pictures a conversation keeps (least recently used first out).
+MAX_CACHED = 48
+MAX_TOP_K = 20
+
+
+class SettingError(ExplainerError):
+    """A setting value out of range (shown to the user like every other :class:`ExplainerError`)."""
+
+
+@dataclass
+class Settings:
+    """What the user can tune; the chat and the app's controls change the same object.
+
+    Attributes
+    ----------
+    opacity : float
+        Heatmap opacity over the image, 0–1.
+    colormap : str
+        One of :data:`explainer.render.COLORMAPS`.
+    threshold : float
+        Localization threshold as a fraction of the map's maximum, in (0, 1].
+    top_k : int
+        How many classes "what is it" lists (1–20).
+    method : str
+        CAM method key (:data:`explainer.cams.METHODS`).
+    layer : str or None
+        Target layer name; None for the model's default (last spatial layer).
+    """
+
+    opacity: float = 0.45
+    colormap: str = DEFAULT_COLORMAP
+    threshold: float = DEFAULT_THRESHOLD
+    top_k: int = 5
+    method: str = "gradcam"
+    layer: str | None = None
+
+    def validated(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, or :class:`SettingError` naming the allowed range."""
+        new = dataclasses.replace(self, **changes)
+        if not 0.0 <= float(new.opacity) <= 1.0:
+            raise SettingError(f"Opacity must be between 0 and 1 (or 0–100 %), not {new.opacity}.")
+        if new.colormap not in COLORMAPS:
+            raise SettingError(f"Unknown colormap {new.colormap!r}; choose one of {', '.join(COLORMAPS)}.")
+        if not 0.0 < float(new.threshold) <= 1.0:
+            raise SettingError(f"The threshold must be above 0 and at most 1 (or 100 %), not {new.threshold}.")
+        if not 1 <= int(new.top_k) <= MAX_TOP_K:
+            raise SettingError(f"Top-k must be between 1 and {MAX_TOP_K}, not {new.top_k}.")
+        key = method_key(new.method)
+        if key not in METHODS:
+            raise SettingError(f"Unknown method {new.method!r}; choose one of {', '.join(METHODS)}.")
+        return dataclasses.replace(new, opacity=float(new.opacity), threshold=float(new.threshold),
+                                   top_k=int(new.top_k), method=key)
+
+
+@dataclass
+class ImageEntry:
+    """One image of the conversation, numbered from 1 in upload order."""
+
+    number: int
+    image: np.ndarray
+    name: str
+    original_size: tuple[int, int]  # (width, height) before any shrinking
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as explained."""
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "name": self.name, "size": list(self.size),
+                "original_size": list(self.original_size)}
+
+
+@dataclass
+class _LRU:
+    """A small least-recently-used cache."""
+
+    limit: int = MAX_CACHED
+    items: OrderedDict = field(default_factory=OrderedDict)
+
+    def get(self, key: Hashable) -> Any:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        return None
+
+    def put(self, key: Hashable, value: Any) -> Any:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.limit:
+            self.items.popitem(last=False)
+        return value
+
+    def drop_image(self, number: int) -> None:
+        for key in [k for k in self.items if isinstance(k, tuple) and k and k[0] == number]:
+            del self.items[key]
+
+
+ModelLoader = Callable[[str], LoadedModel]
+
+
+class ChatSession:
+    """The state of one conversation and the entry point of the chat: :meth:`respond`.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model that answers (shared read-only between sessions; never mutated here).
+    loader : callable, optional
+        ``loader(name) -> LoadedModel`` for "use the shortcut model"; should return already loaded, warmed-up
+        models from the app's cache. Without it the chat cannot switch models by itself.
+    model_names : sequence of str
+        Names ``loader`` accepts (what the user may ask for).
+    settings : Settings, optional
+        Initial settings.
+    """
+
+    def __init__(self, model: LoadedModel, loader: ModelLoader | None = None, model_names: Sequence[str] = (),
+                 settings: Settings | None = None):
+        self.model = model
+        self.loader = loader
+        self.model_names = tuple(model_names)
+        self.settings = (settings or Settings()).validated()
+        self.images: list[ImageEntry] = []
+        self.current: ImageEntry | None = None
+        self.turns = 0
+        self.explain_calls = 0  # how often the engine was asked for maps (tests and benchmarks read it)
+        self._counter = 0
+        self._models: dict[int, LoadedModel] = {id(model): model}  # keeps ids unique while cached
+        self._results = _LRU()
+        self._pictures = _LRU()
+        self._facts = _LRU()  # anything else derived from an image: checks, statistics, AUCs
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------------------------------ the entry point
+
+    def respond(self, text: str | None = "", files: Sequence[Any] = ()) -> Reply:
+        """Answer one message: ``text`` (may be empty) plus uploaded ``files`` (may be empty).
+
+        Parameters
+        ----------
+        text : str
+            The user's message, any length (only the start is read), any characters.
+        files : sequence
+            Image file paths (or ``{"path": ...}`` dicts, PIL images, arrays). Each becomes a new image of the
+            conversation; the last one is the current image.
+
+        Returns
+        -------
+        Reply
+            Never raises: a bad image, an unknown class or any other :class:`ExplainerError` becomes a friendly
+            reply (``reply.error`` set), and an unexpected exception becomes an apology (and a log entry). The
+            conversation state survives both.
+        """
+        from . import answers  # answers imports this module
+
+        started = time.perf_counter()
+        with self._lock:
+            self.turns += 1
+            try:
+                reply = answers.respond(self, text or "", list(files or ()))
+            except ExplainerError as err:
+                reply = answers.error_reply(self, err)
+            except Exception:  # never let a bug end the conversation
+                logger.exception("chat turn failed (text=%r, %d files)", (text or "")[:200], len(files or ()))
+                reply = answers.apology_reply(self)
+            reply.data.setdefault("elapsed_ms", round(1000 * (time.perf_counter() - started), 2))
+            return reply
+
+    # ------------------------------------------------------------------------------------------------- models
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Answer with ``model`` from now on; the conversation, its images and settings are kept.
+
+        A target layer chosen for the previous model is reset (layer names differ between models).
+        """
+        with self._lock:
+            if model is not self.model:
+                self.settings = dataclasses.replace(self.settings, layer=None)
+            self.model = model
+            self._models[id(model)] = model
+
+    def load_model(self, name: str) -> LoadedModel:
+        """The model called ``name`` from the loader (a :class:`ExplainerError` if there is no loader)."""
+        if self.loader is None:
+            raise ExplainerError("This chat cannot switch models by itself; use the model picker.")
+        return self.loader(name)
+
+    def update_settings(self, **changes: Any) -> Settings:
+        """Change settings (``opacity``, ``colormap``, ``threshold``, ``top_k``, ``method``, ``layer``).
+
+        Raises :class:`SettingError` for values out of range; nothing changes then.
+        """
+        with self._lock:
+            self.settings = self.settings.validated(**changes)
+            return self.settings
+
+    # ------------------------------------------------------------------------------------------------- images
+
+    def add_image(self, source: Any) -> ImageEntry:
+        """Decode ``source`` (path, ``{"path": ...}``, PIL image or array) and make it the current image.
+
+        Raises :class:`ImageError` for anything that is not a readable image; the conversation is unchanged then.
+        """
+        path = source.get("path") if isinstance(source, dict) else source
+        if path is None:
+            raise ImageError("The upload carried no file.")
+        image = load_image(path)
+        height, width = image.shape[:2]
+        image = _shrink(image, MAX_SIDE)
+        with self._lock:
+            self._counter += 1
+            entry = ImageEntry(self._counter, image, _display_name(path, self._counter), (width, height))
+            self.images.append(entry)
+            while len(self.images) > MAX_IMAGES:
+                gone = self.images.pop(0)
+                for cache in (self._results, self._pictures, self._facts):
+                    cache.drop_image(gone.number)
+            self.current = entry
+            return entry
+
+    def find_image(self, ref: str) -> ImageEntry | None:
+        """The image ``ref`` points at: ``previous``, ``first``, ``latest`` or a 1-based number; None if none."""
+        if not self.images:
+            return None
+        if ref == "first":
+            return self.images[0]
+        if ref == "latest":
+            return self.images[-1]
+        if ref == "previous":
+            at = self.images.index(self.current) if self.current in self.images else len(self.images) - 1
+            return self.images[at - 1] if at >= 1 else None
+        if ref.isdigit():
+            return next((e for e in self.images if e.number == int(ref)), None)
+        return None
+
+    # ------------------------------------------------------------------------------------------- explanations
+
+    def resolve_target(self, target: int | str | None) -> int | None:
+        """A class index for ``target`` (None stays None: the top prediction). Raises ClassError variants."""
+        if target is None or isinstance(target, (int, np.integer)):
+            return None if target is None else int(target)
+        return match_label(self.model.labels, target)
+
+    def explanation(self, target: int | str | None = None, method: str | None = None, layer: str | None = None,
+                    entry: ImageEntry | None = None) -> Explanation:
+        """The (cached) explanation of ``target`` (None: the top class) on the current image."""
+        return self.explanations([target], method, layer, entry)[0]
+
+    def explanations(self, targets: Sequence[int | str | None], method: str | None = None, layer: str | None = None,
+                     entry: ImageEntry | None = None) -> list[Explanation]:
+        """Explanations of several targets on one image; only the missing ones are computed, in one batch."""
+        entry = self._entry(entry)
+        method = method_key(method or self.settings.method)
+        layer = layer if layer is not None else self.settings.layer
+        indices = [self._top_index(entry) if t is None else self.resolve_target(t) for t in targets]
+        missing = list(dict.fromkeys(i for i in indices if i is None or self._cached(entry, method, layer, i) is None))
+        if missing:
+            self._compute(entry, method, layer, missing)
+            indices = [self._top_index(entry) if i is None else i for i in indices]
+        return [self._cached(entry, method, layer, i) for i in indices]
+
+    def _compute(self, entry: ImageEntry, method: str, layer: str | None, targets: list[int | None]) -> None:
+        self.explain_calls += 1
+        results = explain(self.model, entry.image, target=list(targets), method=method, layer=layer,
+                          threshold=self.settings.threshold, top_k=MAX_TOP_K)
+        for result in results:
+            self._facts.put((entry.number, id(self.model), "top"), result.top.index)
+            self._results.put(self._key(entry, method, layer, result.target_index, self.settings.threshold), result)
+
+    def _cached(self, entry: ImageEntry, method: str, layer: str | None, index: int) -> Explanation | None:
+        """A cached result at the current threshold; one at another threshold is re-localized (no new map)."""
+        threshold = self.settings.threshold
+        found = self._results.get(self._key(entry, method, layer, index, threshold))
+        if found is not None:
+            return found
+        for key, result in list(self._results.items.items()):
+            if key[:-1] == self._key(entry, method, layer, index, threshold)[:-1]:
+                moved = dataclasses.replace(result, region=localize(result.heatmap, threshold))
+                return self._results.put(self._key(entry, method, layer, index, threshold), moved)
+        return None
+
+    def _key(self, entry: ImageEntry, method: str, layer: str | None, index: int, threshold: float) -> tuple:
+        return entry.number, id(self.model), method, layer or "", int(index), round(float(threshold), 4)
+
+    def _top_index(self, entry: ImageEntry) -> int | None:
+        return self._facts.get((entry.number, id(self.model), "top"))
+
+    def _entry(self, entry: ImageEntry | None) -> ImageEntry:
+        entry = entry or self.current
+        if entry is None:
+            raise ImageError("There is no image yet.")
+        return entry
+
+    # -------------------------------------------------------------------------------------- pictures and facts
+
+    def overlay(self, result: Explanation) -> np.ndarray:
+        """The heatmap of ``result`` over its image, with the current opacity and colormap (cached)."""
+        key = ("overlay", id(result), self.settings.opacity, self.settings.colormap)
+        return self.picture(key, lambda: overlay(result.image, result.heatmap, self.settings.opacity,
+                                                  self.settings.colormap), result)
+
+    def picture(self, key: tuple, draw: Callable[[], np.ndarray], owner: object | None = None) -> np.ndarray:
+        """A cached picture: ``draw()`` runs only the first time ``key`` is seen (``owner`` keeps ids valid)."""
+        found = self._pictures.get(key)
+        if found is not None and found[0] is owner:
+            return found[1]
+        return self._pictures.put(key, (owner, draw()))[1]
+
+    def fact(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """A cached derived fact about the current image and model (key is prefixed with both)."""
+        entry = self._entry(None)
+        full = (entry.number, id(self.model), *key)
+        found = self._facts.get(full)
+        if found is None:
+            found = self._facts.put(full, compute())
+        return found
+
+    def layer_paths(self) -> list[LayerPath]:
+        """Spatial layers of the current model, input to head (cached per model)."""
+        return self._model_fact("layers", lambda: spatial_layers(self.model.keras_model))
+
+    def default_layer(self) -> str:
+        """Name of the layer used when none is chosen."""
+        return self._model_fact("default_layer", lambda: resolve_layer(self.model.keras_model, None).name)
+
+    def _model_fact(self, name: str, compute: Callable[[], Any]) -> Any:
+        key = ("model", id(self.model), name)
+        found = self._facts.get(key)
+        return found if found is not None else self._facts.put(key, compute())
+
+    # ------------------------------------------------------------------------------------------------ copying
+
+    def __deepcopy__(self, memo: dict) -> ChatSession:
+        """An independent conversation sharing the (read-only) models: Gradio deep-copies a State's value."""
+        twin = ChatSession(self.model, self.loader, self.model_names, copy.copy(self.settings))
+        twin.images = list(self.images)
+        twin.current = self.current
+        twin._counter = self._counter
+        twin._models = dict(self._models)
+        for name in ("_results", "_pictures", "_facts"):
+            getattr(twin, name).items.update(getattr(self, name).items)
+        return twin
+
+
+def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _display_name(source: Any, number: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name or f"image {number}"
+    return f"image {number}"

@@ -1,0 +1,141 @@
+"""Prose from jinja2 templates, with every interpolated string escaped for Markdown and HTML.
+
+Templates live in ``templates/`` at the repository root, one file per kind of answer. Any ``{{ value }}`` that is a
+plain string is escaped (Markdown punctuation backslashed, ``<``/``>``/``&`` as HTML entities, line breaks
+flattened), so a question like ``<img onerror=...>`` or a label like ``**bold**`` from an uploaded model shows as
+typed. Numbers go through the filters below, which return already-safe text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from pathlib import Path
+
+import jinja2
+import numpy as np
+from markupsafe import Markup
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+# Backslash-escaping any ASCII punctuation is valid CommonMark; these are the characters that start emphasis,
+# code, links, headings, lists, tables, strikethrough, LaTeX ($) or autolinks (: and .).
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}  # control, format (zero-width, bidi overrides), surrogates, unassigned
+
+
+def clean_text(text: str, limit: int | None = None) -> str:
+    """``text`` as one line: control and bidi-override characters dropped, whitespace collapsed, cut at ``limit``.
+
+    Emoji and other printable Unicode are kept. A cut adds an ellipsis.
+    """
+    text = "".join(" " if ch in "\r\n\t" else ch for ch in str(text))
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _CONTROL or ch == "\u200d")
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)].rstrip() + "…"
+    return text
+
+
+def escape_markdown(value: object, limit: int | None = None) -> Markup:
+    """``value`` as text that renders literally in Markdown and HTML (see the module docstring)."""
+    if isinstance(value, Markup):
+        return value
+    text = clean_text(str(value), limit)
+    text = "".join(_HTML_ENTITIES.get(ch, ch) for ch in text)
+    return Markup(_MARKDOWN_SPECIALS.sub(r"\\\1", text))
+
+
+def _finalize(value: object) -> Markup:
+    """Applied by jinja2 to every ``{{ ... }}``: escape strings, print None as nothing, numbers briefly.
+
+    The result is always :class:`~markupsafe.Markup`, so jinja2's own (HTML-only) autoescaping leaves it alone,
+    while macro output, already finalized inside the macro, is Markup too and is not escaped twice.
+    """
+    if value is None:
+        return Markup("")
+    if isinstance(value, bool):
+        return Markup("yes" if value else "no")
+    if isinstance(value, (int, np.integer)):
+        return Markup(str(int(value)))
+    if isinstance(value, (float, np.floating)):
+        return Markup(f"{float(value):.3g}")
+    return escape_markdown(value)
+
+
+def join(items: object, separator: str = ", ") -> Markup:
+    """jinja2's ``join`` with each item escaped for Markdown (the built-in one escapes for HTML only)."""
+    return Markup(separator).join(_finalize(item) for item in items)
+
+
+def percent(value: float) -> Markup:
+    """A probability or fraction in [0, 1] as a percentage that keeps small and large values readable."""
+    pct = 100.0 * float(value)
+    if pct != 0 and abs(pct) < 0.1:
+        return Markup("&lt; 0.1 %" if pct > 0 else "&gt; −0.1 %")
+    if 99.9 < pct < 100.0:
+        return Markup("&gt; 99.9 %")
+    digits = 1 if abs(pct) < 10 else 0
+    return Markup(f"{pct:.{digits}f} %".replace("-", "−"))
+
+
+def points(value: float, signed: bool = False) -> Markup:
+    """A difference of probabilities in percentage points: ``42 points``, or with ``signed`` ``−42 points``."""
+    pts = 100.0 * float(value)
+    digits = 1 if abs(pts) < 10 else 0
+    text = f"{abs(pts):.{digits}f}"
+    if not signed or text.strip("0.") == "":
+        return Markup(f"{text} points")
+    return Markup(f"{'+' if pts > 0 else '−'}{text} points")
+
+
+def number(value: float, digits: int = 2) -> Markup:
+    """A float with ``digits`` decimals (minus sign typographic)."""
+    return Markup(f"{float(value):.{digits}f}".replace("-", "−"))
+
+
+def point(value: tuple[int, int]) -> Markup:
+    """An ``(x, y)`` pixel position."""
+    x, y = value
+    return Markup(f"({int(x)}, {int(y)})")
+
+
+def ratio(value: float) -> Markup:
+    """How many times larger, readable: ``3.2×``, ``45×``, ``over 1000×``."""
+    value = float(value)
+    if value >= 1000:
+        return Markup("over 1000×")
+    return Markup(f"{value:.1f}×" if value < 10 else f"{value:.0f}×")
+
+
+def plural(count: int, word: str, many: str | None = None) -> Markup:
+    """``1 spot`` / ``3 spots``."""
+    count = int(count)
+    return Markup(f"{count} {word if count == 1 else (many or word + 's')}")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The shared jinja2 environment (templates are compiled once per process)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        # _finalize escapes for Markdown and HTML and returns Markup; autoescape then only marks macro output as
+        # already safe. Templates must not build strings with "~" (that would HTML-escape only): use join/loops.
+        autoescape=True,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(pct=percent, points=points, num=number, xy=point, times=ratio, plural=plural,
+                       md=escape_markdown, join=join)
+    return env
+
+
+def render(template: str, **context: object) -> str:
+    """Render ``templates/<template>.j2`` and tidy blank lines."""
+    text = environment().get_template(f"{template}.j2").render(**context)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
