@@ -19,6 +19,7 @@ from .cams import METHODS, get_method
 from .errors import ExplainerError
 from .images import load_image
 from .labels import match_label
+from .layers import resolve_layer
 from .models import PREPROCESS_MODES
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
@@ -68,7 +69,8 @@ def expand(paths: list[str]) -> list[Path]:
 def explain_command(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, labels=args.labels, preprocess=args.preprocess)
-        get_method(args.method)  # fail once, before any image, on a misspelt method
+        get_method(args.method)  # fail once, before any image, on a misspelt method or layer
+        resolve_layer(model.keras_model, args.layer)
         target = None if args.target is None else match_label(model.labels, args.target)
     except ExplainerError as err:
         return _fail(str(err), 2)

@@ -7,10 +7,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EXPLAINER_OFFLINE", "1")  # tests never reach for the network
 
-import explainer  # noqa: E402  (imports TensorFlow quietly)
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import explainer  # noqa: F401  (first: it imports TensorFlow with its start-up log muted)
+
+# isort: split
+import keras
+import numpy as np
+import pytest
 
 
 def gap_cnn(n_classes: int = 4, size: int = 32, channels: int = 6, seed: int = 0) -> keras.Model:

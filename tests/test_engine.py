@@ -96,7 +96,7 @@ def test_heatmap_at_input_resolution_for_any_aspect(gap_model, rng, shape):
     result = explain(load_model(gap_model), rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
     assert result.heatmap.shape == shape
     assert result.heatmap.dtype == np.float32
-    assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
     assert result.region.mask.shape == shape
 
 

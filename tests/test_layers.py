@@ -26,7 +26,7 @@ def architecture(request):
 
 
 def test_flat_model_picks_last_spatial_layer_after_activation(architecture):
-    base, size, expected = architecture
+    base, _size, expected = architecture
     head = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(base.output))
     flat = keras.Model(base.inputs, head)
     assert find_target_layer(flat).name == expected
