@@ -32,12 +32,15 @@ from .models import LoadedModel, preprocess, resize
 from .region import DEFAULT_THRESHOLD, localize
 from .region import box_iou as _box_overlap
 
-#: Default pointing-game tolerance in pixels (TorchRay's 15 px, defined at 224×224).
-POINTING_TOLERANCE = 15
+#: Default pointing-game tolerance as a fraction of the image's larger side: TorchRay's 15 px at 224 px, scaled
+#: so that small images do not get a tolerance as large as their objects.
+POINTING_TOLERANCE = 15 / 224
 #: Default number of steps of the deletion / insertion curves (fractions 0, 1/steps, ..., 1).
 CURVE_STEPS = 16
 #: What removed pixels become: the image's mean colour, a strong blur of the image, or black.
 BASELINES = ("mean", "blur", "black")
+DELETION_BASELINE = "mean"
+INSERTION_BASELINE = "blur"
 #: Gaussian blur σ of the ``blur`` baseline as a fraction of the larger side (RISE's σ=5 px at 224 is so mild
 #: that a blurred object stays recognisable; this one removes shape detail at the demo objects' scale).
 BLUR_SIGMA = 0.06
@@ -88,7 +91,7 @@ def _per_image(values: Sequence, n: int, what: str) -> list:
 # ------------------------------------------------------------------------------------------- localization
 
 
-def pointing_game(model, images, maps, targets=None, *, masks, tolerance: int = POINTING_TOLERANCE) -> np.ndarray:
+def pointing_game(model, images, maps, targets=None, *, masks, tolerance: float | None = None) -> np.ndarray:
     """Whether each map's maximum falls on the object (Zhang et al. 2016; TorchRay's protocol).
 
     Parameters
@@ -97,8 +100,9 @@ def pointing_game(model, images, maps, targets=None, *, masks, tolerance: int = 
         The shared call shape (see the module docstring); ``model`` and ``targets`` are not used.
     masks : sequence of numpy.ndarray
         Ground-truth boolean H×W object masks.
-    tolerance : int
-        A hit may miss the mask by up to this many pixels.
+    tolerance : float, optional
+        A hit may miss the mask by up to this many pixels; by default :data:`POINTING_TOLERANCE` × the image's
+        larger side (15 px at 224 px, 9 px at 128 px).
 
     Returns
     -------
@@ -108,22 +112,26 @@ def pointing_game(model, images, maps, targets=None, *, masks, tolerance: int = 
     images, heat = _images_and_maps(images, maps)
     masks = _per_image(masks, len(images), "masks")
     peaks = [np.unravel_index(int(np.argmax(h)), h.shape) for h in heat]
-    return np.array([_near(mask, peak, tolerance) for mask, peak in zip(masks, peaks, strict=True)], bool)
+    return np.array([_near(mask, peak, _tolerance(tolerance, mask)) for mask, peak in zip(masks, peaks, strict=True)],
+                    bool)
 
 
-def centre_baseline(model, images, maps=None, targets=None, *, masks,
-                    tolerance: int = POINTING_TOLERANCE) -> np.ndarray:
+def centre_baseline(model, images, maps=None, targets=None, *, masks, tolerance: float | None = None) -> np.ndarray:
     """The pointing game of a map that always points at the image centre: what a map must beat.
 
     Same arguments and result as :func:`pointing_game`; ``maps`` is ignored.
     """
     images = [load_image(image) for image in images]
     masks = _per_image(masks, len(images), "masks")
-    return np.array([_near(mask, (image.shape[0] // 2, image.shape[1] // 2), tolerance)
+    return np.array([_near(mask, (image.shape[0] // 2, image.shape[1] // 2), _tolerance(tolerance, mask))
                      for image, mask in zip(images, masks, strict=True)], bool)
 
 
-def _near(mask: np.ndarray, point: tuple[int, int], tolerance: int) -> bool:
+def _tolerance(tolerance: float | None, mask: np.ndarray) -> float:
+    return POINTING_TOLERANCE * max(np.shape(mask)) if tolerance is None else tolerance
+
+
+def _near(mask: np.ndarray, point: tuple[int, int], tolerance: float) -> bool:
     """True when ``point`` = (row, col) lies within ``tolerance`` pixels of a True pixel of ``mask``."""
     mask = np.asarray(mask, bool)
     if not mask.any():
@@ -197,7 +205,7 @@ class Curves:
 
 
 def deletion_curves(model: LoadedModel, images, maps, targets=None, *, steps: int = CURVE_STEPS,
-                    baseline: str = "mean", seed: int = 0) -> Curves:
+                    baseline: str = DELETION_BASELINE, seed: int = 0) -> Curves:
     """RISE deletion (Petsiuk et al. 2018): replace the most salient pixels first by ``baseline``.
 
     A faithful map makes the probability fall fast: a **lower** area is better.
@@ -220,7 +228,7 @@ def deletion_curves(model: LoadedModel, images, maps, targets=None, *, steps: in
 
 
 def insertion_curves(model: LoadedModel, images, maps, targets=None, *, steps: int = CURVE_STEPS,
-                     baseline: str = "blur", seed: int = 0) -> Curves:
+                     baseline: str = INSERTION_BASELINE, seed: int = 0) -> Curves:
     """RISE insertion: start from ``baseline`` (a blurred image by default) and reveal the most salient pixels first.
 
     A faithful map makes the probability rise fast: a **higher** area is better. Arguments as for

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import cv2
 import numpy as np
 import pytest
 from planted_models import SIZE, planted_squares, trained_model
 
 from explainer import explain, metrics, predict
+from explainer.__main__ import main
 from explainer.cams import BaseCAM, CamBatch
 
 
@@ -159,3 +163,62 @@ def test_gradcam_passes_and_a_model_blind_map_fails_the_sanity_check(planted):
     assert gradcam.to_dict()["passed"] is True
     after = model.keras_model.get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(before, after, strict=True)), "the loaded model was modified"
+
+
+# ------------------------------------------------------------------------------------------- evaluate command
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The planted model as a .keras file, and a data folder of images/ and masks/ in the documented layout."""
+    folder = tmp_path_factory.mktemp("evaluate")
+    trained_model().keras_model.save(folder / "planted.keras")
+    images, _labels, masks, _boxes = planted_squares(6, seed=321)
+    for sub in ("images", "masks"):
+        (folder / "data" / sub).mkdir(parents=True)
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        cv2.imwrite(str(folder / "data" / "images" / f"img{i}.png"), image[..., ::-1])
+        cv2.imwrite(str(folder / "data" / "masks" / f"img{i}.png"), mask.astype(np.uint8) * 255)
+    return folder
+
+
+def test_evaluate_json_on_a_folder(saved, capsys):
+    code = main(["evaluate", "--model", str(saved / "planted.keras"), "--data", str(saved / "data"),
+                 "--methods", "gradcam,Eigen-CAM", "--steps", "4", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["data"]["n"] == 6 and list(report["methods"]) == ["gradcam", "eigencam"]
+    gradcam = report["methods"]["gradcam"]
+    assert set(gradcam) >= {"pointing", "centre_baseline", "box_iou", "mask_iou", "deletion_auc", "insertion_auc",
+                            "average_drop", "increase", "coverage", "ms_per_image"}
+    assert gradcam["pointing"] >= 0.8 and gradcam["deletion_auc"] < gradcam["insertion_auc"]
+
+
+def test_evaluate_table_on_demo_data(saved, capsys):
+    code = main(["evaluate", "--model", str(saved / "planted.keras"), "--n", "3", "--methods", "hirescam",
+                 "layercam", "--steps", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert "pointing" in out[1] and "del AUC" in out[1]
+    assert [line.split()[0] for line in out[2:]] == ["hirescam", "layercam"]
+
+
+@pytest.mark.parametrize("options", [
+    ["--model", "no/such/model.keras"],
+    ["--methods", "guided-backprop"],
+    ["--n", "0"],
+    ["--data", "no/such/folder"],
+])
+def test_evaluate_bad_input_is_one_line_and_exit_2(options, saved, capsys):
+    if "--model" not in options:
+        options = ["--model", str(saved / "planted.keras"), *options]
+    assert main(["evaluate", *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_evaluate_refuses_an_image_without_mask(saved, tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "lonely.png"), np.zeros((8, 8, 3), np.uint8))
+    assert main(["evaluate", "--model", str(saved / "planted.keras"), "--data", str(tmp_path)]) == 2
+    assert "lonely" in capsys.readouterr().err
