@@ -169,6 +169,7 @@ def _load_spec(spec: str) -> tuple[keras.Model, dict, str]:
         "preprocess": entry.preprocess,
         "input_size": list(entry.input_size),
         "description": entry.description,
+        "training": entry.reference,  # the published ImageNet accuracy of these weights
     }
     return model, meta, zoo_name
 
