@@ -1,0 +1,112 @@
+"""Reading uploads: every odd format a person may send becomes RGB uint8, or a clear ImageError."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainer import ImageError, load_image
+
+
+@pytest.fixture
+def picture() -> np.ndarray:
+    grid = np.zeros((30, 40, 3), np.uint8)
+    grid[:10, :20] = (255, 0, 0)  # a red block in the upper left: shows orientation
+    grid[20:, 30:] = (0, 0, 255)
+    return grid
+
+
+def save(img: Image.Image, path, **kwargs):
+    img.save(path, **kwargs)
+    return path
+
+
+def test_formats_become_rgb_uint8(tmp_path, picture):
+    rgb = Image.fromarray(picture)
+    cases = {
+        "rgb.png": rgb,
+        "grey.png": rgb.convert("L"),
+        "rgba.png": rgb.convert("RGBA"),
+        "palette.png": rgb.convert("P"),
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "grey16.png": Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257),
+    }
+    for name, img in cases.items():
+        array = load_image(save(img, tmp_path / name))
+        assert array.dtype == np.uint8 and array.shape == (30, 40, 3), name
+        assert array[5, 5].argmax() == 0 or name.startswith("grey"), name  # red stays red
+        assert array[5, 5].max() > 60, name  # 16-bit data scaled down, not clipped to black
+
+
+def test_transparent_pixels_become_white(tmp_path, picture):
+    rgba = np.dstack([picture, np.zeros((30, 40), np.uint8)])
+    array = load_image(save(Image.fromarray(rgba, "RGBA"), tmp_path / "clear.png"))
+    assert (array == 255).all()
+
+
+def test_exif_rotation_is_applied(tmp_path, picture):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = save(Image.fromarray(picture), tmp_path / "phone.jpg", exif=exif, quality=95)
+    array = load_image(path)
+    assert array.shape == (40, 30, 3)
+    assert array[5, -5].argmax() == 0  # the red block is now in the upper right
+
+
+def test_animated_gif_first_frame(tmp_path, picture):
+    frames = [Image.fromarray(picture), Image.fromarray(255 - picture)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert load_image(path)[5, 5].argmax() == 0
+
+
+def test_arrays_of_every_kind(picture):
+    assert load_image(picture) is picture or np.array_equal(load_image(picture), picture)
+    assert load_image(picture[..., 0]).shape == (30, 40, 3)
+    assert load_image(picture.astype(np.float32) / 255).max() == 255
+    assert load_image(Image.fromarray(picture)).shape == (30, 40, 3)
+    with pytest.raises(ImageError):
+        load_image(np.zeros((4, 4, 5)))
+    with pytest.raises(ImageError):
+        load_image(42)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty"),
+    (b"hello, this is text", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
+])
+def test_bad_files(tmp_path, content, message):
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=message):
+        load_image(path)
+
+
+def test_truncated_file(tmp_path, picture):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), np.uint8)).save(buffer, "PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="No image file"):
+        load_image(tmp_path / "nowhere.png")
+
+
+def test_huge_image_and_decompression_bomb_refused_without_decoding(tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(huge)  # 400 megapixels, a few kilobytes on disk
+    assert huge.stat().st_size < 200_000
+    with pytest.raises(ImageError, match=r"too large|megapixels"):
+        load_image(huge)
+    wide = tmp_path / "wide.png"
+    Image.new("1", (9000, 5000)).save(wide)  # 45 MP: under Pillow's bomb limit, over ours
+    with pytest.raises(ImageError, match="megapixels"):
+        load_image(wide)
