@@ -39,11 +39,16 @@ class CompiledLayer:
 
 def compiled(model: LoadedModel, layer: str | None = None) -> CompiledLayer:
     """The cached compiled functions for ``layer`` (automatic when None); traced on first use only."""
+    requested = f"layer:{layer or ''}"
+    if requested in model._compiled:  # hot path: no walk over the model's layers
+        return model._compiled[requested]
     path = resolve_layer(model.keras_model, layer)
     with model._lock:
-        if path.name not in model._compiled:
-            model._compiled[path.name] = _compile(model, path)
-        return model._compiled[path.name]
+        key = f"layer:{path.name}"
+        if key not in model._compiled:
+            model._compiled[key] = _compile(model, path)
+        model._compiled[requested] = model._compiled[key]
+        return model._compiled[key]
 
 
 def _signature(model: LoadedModel) -> tf.TensorSpec:

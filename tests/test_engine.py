@@ -156,5 +156,8 @@ def test_compiled_once_and_reused(gap_model, rng):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     explain(model, image)
     explain(model, [image, image])
-    (fn,) = [v for k, v in model._compiled.items() if k != "__logits__"]
+    explain(model, image, layer="relu_a")  # the same layer by name shares the compiled function
+    compiled_layers = {id(v): v for k, v in model._compiled.items() if k.startswith("layer:")}
+    assert len(compiled_layers) == 1
+    (fn,) = compiled_layers.values()
     assert fn.with_gradients.experimental_get_tracing_count() == 1
