@@ -1,0 +1,353 @@
+"""Grad-CAM Chat: the Gradio app. ``python app.py`` serves it (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
+
+Thin wiring only: every answer comes from :class:`explainer.chat.ChatSession` (one per browser session, kept in a
+``gr.State``), and the functions here only turn its :class:`~explainer.chat.Reply` into chat messages and
+component values. Two endpoints are public: ``/chat`` (one chat turn: a multimodal message in, the conversation
+out) and ``/explain`` (one image and question in: the Markdown answer, the overlay and the facts as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import processing_utils
+
+from explainer.cams import METHODS
+from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
+from explainer.chat.intents import METHOD_NAMES
+from explainer.chat.models_menu import ModelMenu, ModelShelf, builtin_choices, load_default, switch_model
+from explainer.chat.session import MAX_TOP_K, SettingError, Settings
+from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
+from explainer.errors import ExplainerError
+from explainer.render import COLORMAPS
+
+logger = logging.getLogger("gradcam_chat")
+
+TITLE = "Grad-CAM Chat"
+#: Requests served at once; more wait in the queue, in order. Two CPUs: a third would only slow the others down.
+CONCURRENCY = 2
+QUEUE_SIZE = 64
+#: Uploads above this are refused before they reach the app (user models can be tens of megabytes).
+MAX_FILE_SIZE = "200mb"
+#: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
+ECHO_CHARS = 2000
+SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
+PLACEHOLDER = (
+    "### Ask a classifier what it looks at\n"
+    "Upload an image (📎) and ask **why?**, **what is it?**, **how confident is it?**, **show the region**, "
+    "**does it hold up?**, or pick an example below."
+)
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments of ``launch()`` shared by ``python app.py``, the tests and the benchmark."""
+    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": True}
+
+
+# ------------------------------------------------------------------------------------------ Reply -> messages
+
+
+def picture(image, caption: str) -> gr.Image:
+    """A chat picture: encoded to PNG once, so later turns resend a file path instead of re-encoding pixels."""
+    path = processing_utils.save_img_array_to_cache(image, gr.utils.get_cache_folder(), format="png")
+    return gr.Image(value=path, label=caption, show_label=True, format="png", buttons=["download", "fullscreen"])
+
+
+def reply_messages(reply: Reply) -> list[dict]:
+    """The bot's messages for ``reply``: its Markdown, then each picture; suggestions as buttons on the last one."""
+    messages = [{"role": "assistant", "content": reply.markdown}]
+    messages += [{"role": "assistant", "content": picture(image, caption)} for image, caption in reply.images]
+    if reply.suggestions:
+        messages[-1]["options"] = [{"value": text} for text in reply.suggestions]
+    return messages
+
+
+def user_messages(text: str, files: list[str]) -> list[dict]:
+    """The user's turn as shown in the chat: uploads first, then the text exactly as typed (escaped)."""
+    messages = [{"role": "user", "content": {"path": path}} for path in files]
+    if text.strip():
+        messages.append({"role": "user", "content": str(escape_markdown(text, ECHO_CHARS))})
+    return messages
+
+
+def message_parts(message: Any) -> tuple[str, list[str]]:
+    """(text, file paths) of a raw MultimodalTextbox payload (``None`` or partial payloads are fine)."""
+    message = message if isinstance(message, dict) else {}
+    files = [f.get("path") if isinstance(f, dict) else f for f in message.get("files") or []]
+    return str(message.get("text") or ""), [str(path) for path in files if path]
+
+
+def upload_path(upload: Any) -> str | None:
+    """The server path of a raw file payload (``{"path": ...}``), a plain path, or None."""
+    return upload.get("path") if isinstance(upload, dict) else upload or None
+
+
+def without_options(messages: list[dict]) -> list[dict]:
+    """Earlier suggestions disappear when the conversation moves on (only the latest answer offers buttons)."""
+    return [{k: v for k, v in message.items() if k != "options"} for message in messages]
+
+
+# ----------------------------------------------------------------------------------------------- examples
+
+
+@dataclass(frozen=True)
+class Example:
+    """A bundled example: an image, the question to ask about it and the model to ask."""
+
+    image: str
+    question: str
+    model: str
+    caption: str = ""
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
+    """The examples listed in ``examples.json`` whose image file exists (none when the file is missing)."""
+    listing = folder / "examples.json"
+    if not listing.is_file():
+        return []
+    entries = json.loads(listing.read_text(encoding="utf-8"))
+    entries = entries.get("examples", []) if isinstance(entries, dict) else entries
+    examples = []
+    for entry in entries:
+        image = folder / str(entry.get("image") or entry.get("file") or "")
+        if image.is_file():
+            examples.append(Example(str(image), entry.get("question") or "Why?",
+                                    entry.get("model") or "", entry.get("caption") or ""))
+    return examples
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+@dataclass
+class Visit:
+    """One browser session: its conversation with the chat, its models, and the messages on screen."""
+
+    chat: ChatSession
+    menu: ModelMenu
+    messages: list[dict] = field(default_factory=list)
+
+
+class ChatApp:
+    """Builds the Blocks and holds what all sessions share: the model shelf, the default model, the examples."""
+
+    def __init__(self, shelf: ModelShelf | None = None, preload_demos: bool = True):
+        self.shelf = shelf or ModelShelf()
+        # The default model is loaded and warmed up now, at start-up, not on the first question.
+        self.default_name, self.default, self.default_reason = load_default(self.shelf)
+        self.builtins = builtin_choices(self.default_name)
+        self.examples = [e for e in load_examples() if e.model in {"", *(n for _l, n in self.builtins)}]
+        if preload_demos:
+            self.shelf.preload(n for n in MODEL_NAMES if n in {name for _l, name in self.builtins})
+
+    # -------------------------------------------------------------------------------------------- sessions
+
+    def new_visit(self) -> Visit:
+        menu = ModelMenu(self.shelf, list(self.builtins))
+        return Visit(ChatSession(self.default, loader=menu.get, model_names=menu.names()), menu)
+
+    def outputs(self, visit: Visit, busy: bool = False) -> tuple:
+        """Values for :meth:`chat_outputs`: the conversation, the input box, the model picker and the settings."""
+        box = gr.MultimodalTextbox(value=None, interactive=not busy)
+        picker = gr.Dropdown(choices=visit.menu.choices(), value=visit.menu.key_of(visit.chat.model))
+        settings = [getattr(visit.chat.settings, name) for name in SETTING_NAMES]
+        return visit.messages, box, picker, *settings, visit
+
+    def show(self, visit: Visit, reply: Reply) -> None:
+        visit.messages = without_options(visit.messages) + reply_messages(reply)
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    def chat_turn(self, message: Any, visit: Visit | None) -> Iterator[tuple]:
+        """One turn: show the user's message at once, then the answer (the ``/chat`` endpoint)."""
+        visit = visit or self.new_visit()
+        text, files = message_parts(message)
+        if not text.strip() and not files:
+            yield self.outputs(visit)
+            return
+        visit.messages = without_options(visit.messages) + user_messages(text, files)
+        yield self.outputs(visit, busy=True)
+        self.show(visit, visit.chat.respond(text, files))
+        yield self.outputs(visit)
+
+    def follow_up(self, visit: Visit | None, selected: gr.SelectData) -> Iterator[tuple]:
+        """A suggested question was clicked: ask it."""
+        yield from self.chat_turn({"text": str(selected.value), "files": []}, visit)
+
+    def run_example(self, index: int | None, visit: Visit | None) -> Iterator[tuple]:
+        """An example was clicked: switch to its model if needed, then upload its image with its question."""
+        visit = visit or self.new_visit()
+        if index is None or not 0 <= index < len(self.examples):
+            yield self.outputs(visit)
+            return
+        example = self.examples[index]
+        if example.model and visit.menu.key_of(visit.chat.model) != example.model:
+            visit.chat.set_model(visit.menu.get(example.model))
+        yield from self.chat_turn({"text": example.question, "files": [example.image]}, visit)
+
+    def pick_model(self, key: str, visit: Visit | None) -> tuple:
+        """The model picker changed: answer with that model from now on, and say so in the chat."""
+        visit = visit or self.new_visit()
+        if key != visit.menu.key_of(visit.chat.model):
+            try:
+                model = visit.menu.get(key)
+            except ExplainerError as err:
+                gr.Warning(str(err))
+                return self.outputs(visit)
+            self.show(visit, switch_model(visit.chat, model))
+        return self.outputs(visit)
+
+    def upload_model(self, model_file: Any, labels_file: Any, visit: Visit | None) -> tuple:
+        """Load a user's model file (Keras safe mode) into this session's menu and switch to it."""
+        visit = visit or self.new_visit()
+        try:
+            _key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file))
+        except ExplainerError as err:
+            raise gr.Error(str(err), title="The model was not loaded") from err
+        visit.chat.model_names = tuple(visit.menu.names())
+        self.show(visit, switch_model(visit.chat, model))
+        return self.outputs(visit)
+
+    def change_setting(self, visit: Visit | None, *values: Any) -> Visit:
+        """A control in the settings panel changed: apply all of them to this session (nothing if invalid)."""
+        visit = visit or self.new_visit()
+        try:
+            visit.chat.update_settings(**dict(zip(SETTING_NAMES, values, strict=True)))
+        except (SettingError, TypeError, ValueError) as err:
+            gr.Warning(str(err))
+        return visit
+
+    def clear(self, visit: Visit | None) -> tuple:
+        """The chat's bin icon: start a fresh conversation with the same model and settings."""
+        old = visit or self.new_visit()
+        visit = Visit(ChatSession(old.chat.model, loader=old.menu.get, model_names=old.menu.names(),
+                                  settings=old.chat.settings), old.menu)
+        return self.outputs(visit)
+
+    def explain_once(self, image: Any, question: Any, model_name: Any) -> tuple:
+        """The ``/explain`` endpoint: one image and one question, no conversation kept."""
+        name = str(model_name or self.default_name)
+        builtin = {n for _label, n in self.builtins}
+        if name not in builtin:
+            raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(sorted(builtin))}.")
+        try:
+            model = self.shelf.get(name)
+        except ExplainerError as err:
+            raise gr.Error(str(err)) from err
+        reply = answer_once(model, upload_path(image), str(question or ""))
+        return reply.markdown, reply.image, reply.to_dict()
+
+    # ---------------------------------------------------------------------------------------------- layout
+
+    def build(self) -> gr.Blocks:
+        """The Blocks: a chat tab (model picker, own model upload, settings, examples) and a one-question tab."""
+        with gr.Blocks(title=TITLE, fill_height=True) as demo:
+            visit = gr.State(None)
+            gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
+                        "heatmaps and text filled from measured numbers; nothing leaves this machine.")
+            with gr.Tab("Chat"):
+                self._chat_tab(visit)
+            with gr.Tab("One question (API)"):
+                self._explain_tab()
+        demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+        return demo
+
+    def _chat_tab(self, visit: gr.State) -> None:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label=TITLE, height=640, placeholder=PLACEHOLDER, feedback_options=None,
+                                     buttons=["copy", "copy_all"], elem_id="chatbot")
+                box = gr.MultimodalTextbox(placeholder="Upload an image and ask a question, e.g. why?",
+                                           file_types=["image"], file_count="multiple", sources=["upload"],
+                                           max_plain_text_length=20_000, autofocus=True, elem_id="chat-input")
+                examples = self._examples()
+            with gr.Column(scale=1, min_width=280):
+                picker = gr.Dropdown(self.builtins, value=self.default_name, label="Model", interactive=True)
+                gr.Markdown(str(escape_markdown(self.default_reason)))
+                with gr.Accordion("Use your own model", open=False):
+                    model_file = gr.File(label="Model file (.keras or .h5)", file_types=[".keras", ".h5", ".hdf5"])
+                    labels_file = gr.File(label="Labels (optional: a .txt file, one class a line)",
+                                          file_types=[".txt"])
+                    load = gr.Button("Load my model", variant="secondary")
+                with gr.Accordion("Settings", open=False):
+                    settings = self._settings()
+
+        outputs = [chatbot, box, picker, *settings, visit]
+        turn = {"outputs": outputs, "show_progress": "minimal"}
+        # preprocess=False: uploads reach the chat as raw file payloads, so a file that is not an image gets the
+        # chat's own explanation instead of Gradio's type error (paths are still checked by Gradio first).
+        box.submit(self.chat_turn, [box, visit], api_name="chat", preprocess=False, **turn)
+        chatbot.option_select(self.follow_up, [visit], api_visibility="private", **turn)
+        chatbot.clear(self.clear, [visit], outputs, api_visibility="private")
+        if examples is not None:
+            examples.click(self.run_example, [examples, visit], api_visibility="private", **turn)
+        picker.input(self.pick_model, [picker, visit], outputs, api_visibility="private")
+        load.click(self.upload_model, [model_file, labels_file, visit], outputs, api_visibility="private",
+                   preprocess=False)
+        for control in settings:
+            control.input(self.change_setting, [visit, *settings], [visit], api_visibility="private",
+                          queue=False, show_progress="hidden", trigger_mode="always_last")
+
+    def _settings(self) -> list[gr.components.Component]:
+        start = Settings()
+        return [
+            gr.Slider(0.0, 1.0, value=start.opacity, step=0.05, label="Overlay opacity"),
+            gr.Dropdown(list(COLORMAPS), value=start.colormap, label="Colormap"),
+            gr.Slider(0.05, 1.0, value=start.threshold, step=0.05, label="Localization threshold",
+                      info="Fraction of the map's peak that counts as the region"),
+            gr.Slider(1, MAX_TOP_K, value=start.top_k, step=1, label="Top classes listed"),
+            gr.Dropdown([(METHOD_NAMES.get(key, key), key) for key in METHODS], value=start.method,
+                        label="CAM method"),
+        ]
+
+    def _examples(self) -> gr.Dataset | None:
+        if not self.examples:
+            return None
+        return gr.Dataset(
+            label="Examples (click one)", components=[gr.Image(visible=False), gr.Textbox(visible=False),
+                                                      gr.Textbox(visible=False)],
+            headers=["Image", "Question", "Model"], type="index", layout="table",
+            samples=[[e.image, e.question, e.model or self.default_name] for e in self.examples])
+
+    def _explain_tab(self) -> None:
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
+                question = gr.Textbox(value="Why?", label="Question")
+                model = gr.Dropdown([n for _label, n in self.builtins], value=self.default_name, label="Model")
+                ask = gr.Button("Ask", variant="primary")
+            with gr.Column():
+                answer = gr.Markdown(label="Answer")
+                overlay = gr.Image(label="Overlay", format="png", interactive=False)
+                facts = gr.JSON(label="Result")
+        # preprocess=False: the engine decodes the upload itself and answers bad files with a clear message.
+        ask.click(self.explain_once, [image, question, model], [answer, overlay, facts], api_name="explain",
+                  preprocess=False)
+
+
+def build_app(shelf: ModelShelf | None = None, preload_demos: bool = True) -> gr.Blocks:
+    """The app, with the default model loaded and warmed up.
+
+    Parameters
+    ----------
+    shelf : ModelShelf, optional
+        Where built-in models are loaded and shared (a fresh one by default).
+    preload_demos : bool
+        Also load the bundled demo models in the background, so the first example click is fast.
+    """
+    return ChatApp(shelf, preload_demos).build()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    build_app().launch(**launch_options())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The models a chat can use: the built-in menu, one shared shelf of loaded models, and each visitor's uploads.
+
+Built-in models (the default, the bundled demo models, and the ImageNet zoo models whose weights can be had) are
+loaded once per process and warmed up (their compiled functions traced) before they answer, then shared read-only
+by every conversation. A model file a visitor uploads is loaded in Keras safe mode and belongs to that visitor's
+:class:`ModelMenu` only: it never appears in anyone else's menu.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import zoo
+from ..engine import warm_up
+from ..errors import ModelError
+from ..models import DEMO_DIR, DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
+from .reply import Reply
+from .session import ChatSession
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_SUFFIX = " (uploaded)"
+
+
+class ModelShelf:
+    """Built-in models loaded on first request, warmed up, and kept for the life of the process (thread-safe).
+
+    Two visitors asking for the same model at the same time wait for one load instead of loading it twice.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, LoadedModel] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded, warmed-up model called ``name`` (a built-in name, or a path for ``$EXPLAINER_MODEL``).
+
+        Raises
+        ------
+        ModelError
+            When the model cannot be loaded (unknown name, missing weights, unreadable file).
+        """
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._models:
+                model = load_model(name)
+                warm_up(model)
+                self._models[name] = model
+            return self._models[name]
+
+    def loaded(self) -> list[str]:
+        """Names of the models loaded so far."""
+        with self._guard:
+            return list(self._models)
+
+    def preload(self, names: Iterable[str]) -> threading.Thread:
+        """Load and warm up ``names`` in a background thread (failures are logged, not raised)."""
+
+        def run() -> None:
+            for name in names:
+                try:
+                    self.get(name)
+                except Exception:  # a broken optional model must not take the app down
+                    logger.warning("could not preload model %r", name, exc_info=True)
+
+        thread = threading.Thread(target=run, name="preload-models", daemon=True)
+        thread.start()
+        return thread
+
+
+def default_model_name() -> tuple[str, str]:
+    """The model the app starts with and why: :func:`explainer.zoo.default_model_name`."""
+    return zoo.default_model_name()
+
+
+def load_default(shelf: ModelShelf) -> tuple[str, LoadedModel, str]:
+    """Load and warm up the default model; fall back to the bundled shapes model when it cannot be loaded.
+
+    Returns
+    -------
+    (str, LoadedModel, str)
+        The model's name on the shelf, the model, and a sentence saying why it is the one answering.
+    """
+    name, reason = default_model_name()
+    try:
+        return name, shelf.get(name), reason
+    except ModelError as err:
+        if name == zoo.FALLBACK_MODEL:
+            raise
+        logger.warning("default model %r failed (%s); using %r", name, err, zoo.FALLBACK_MODEL)
+        fallback = zoo.FALLBACK_MODEL
+        return fallback, shelf.get(fallback), f"{name} could not be loaded ({err}); using {fallback}."
+
+
+def builtin_choices(default: str) -> list[tuple[str, str]]:
+    """The built-in models as ``(label, name)`` pairs for a menu, the default first.
+
+    The bundled demo models are listed when their files are present; ImageNet zoo models when their weights are
+    cached (or, with a network, downloadable: the label says so).
+    """
+    choices: list[tuple[str, str]] = [(_label(default) + " · default", default)]
+    for name in DEMO_MODELS:
+        if name != default and (DEMO_DIR / f"{name}.keras").is_file():
+            choices.append((_label(name), name))
+    for name, entry in zoo.ZOO.items():
+        if name == default:
+            continue
+        cached = zoo.weights_available(name, allow_download=False)[0]
+        if cached:
+            choices.append((_label(name), name))
+        elif zoo.weights_available(name)[0]:
+            choices.append((f"{entry.display_name} (ImageNet, downloads on first use)", name))
+    return choices
+
+
+def _label(name: str) -> str:
+    if name in zoo.ZOO:
+        return f"{zoo.ZOO[name].display_name} (ImageNet)"
+    if name == "shapes-shortcut":
+        return "shapes-shortcut (demo: right for the wrong reason)"
+    if name == "shapes":
+        return "shapes (demo)"
+    return Path(name).name
+
+
+def switch_model(chat: ChatSession, model: LoadedModel) -> Reply:
+    """Answer with ``model`` from now on and return the chat's first answer from it.
+
+    With an image in the conversation that is the new model's explanation of it; without one, the chat's
+    description of the model. (Stand-in until the chat offers a reply made for a model switch.)
+    """
+    chat.set_model(model)
+    return chat.respond("why?" if chat.current is not None else "which model?")
+
+
+@dataclass
+class ModelMenu:
+    """One visitor's models: the shared built-in ones plus the files this visitor uploaded.
+
+    Parameters
+    ----------
+    shelf : ModelShelf
+        Where built-in models come from (shared by every visitor).
+    builtins : list of (label, name)
+        The built-in menu, from :func:`builtin_choices`.
+    """
+
+    shelf: ModelShelf
+    builtins: list[tuple[str, str]]
+    uploads: dict[str, LoadedModel] = field(default_factory=dict)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(label, key)`` pairs: the built-in models, then this visitor's uploads."""
+        return [*self.builtins, *((key, key) for key in self.uploads)]
+
+    def names(self) -> list[str]:
+        """Every key :meth:`get` accepts (what the chat may call a model)."""
+        return [key for _label, key in self.choices()]
+
+    def get(self, key: str) -> LoadedModel:
+        """The model behind a menu key (raises :class:`ModelError` for a key that is not in the menu)."""
+        if key in self.uploads:
+            return self.uploads[key]
+        if key not in {name for _label, name in self.builtins}:
+            raise ModelError(f"There is no model called {key!r} here; choose one of {', '.join(self.names())}.")
+        return self.shelf.get(key)
+
+    def key_of(self, model: LoadedModel) -> str | None:
+        """The menu key of a loaded model, or None when it is not in the menu."""
+        for key, upload in self.uploads.items():
+            if upload is model:
+                return key
+        for _label, name in self.builtins:
+            if name in self.shelf.loaded() and self.shelf.get(name) is model:
+                return name
+        return None
+
+    def add_upload(self, model_file: str, labels_file: str | None = None) -> tuple[str, LoadedModel]:
+        """Load an uploaded ``.keras``/``.h5`` file (Keras safe mode) with optional labels, warm it up, list it.
+
+        Returns
+        -------
+        (str, LoadedModel)
+            The new menu key (the file's name plus " (uploaded)", numbered when taken) and the model.
+
+        Raises
+        ------
+        ModelError
+            For a file that is not a model, carries Python code (Lambda layers), or does not match its labels.
+        """
+        if not model_file:
+            raise ModelError("Choose a model file (.keras or .h5) first.")
+        path = Path(model_file)
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            raise ModelError(f"{path.name!r} is not a Keras model file; upload a .keras or .h5 file.")
+        model = load_model(path, labels=labels_file or None)
+        warm_up(model)
+        key = self._free_key(path.stem)
+        self.uploads[key] = model
+        return key, model
+
+    def _free_key(self, stem: str) -> str:
+        taken = set(self.names())
+        key, number = stem + UPLOAD_SUFFIX, 1
+        while key in taken:
+            number += 1
+            key = f"{stem} ({number}, uploaded)"
+        return key
