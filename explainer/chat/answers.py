@@ -7,6 +7,7 @@ follow-up suggestions.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,6 +70,7 @@ def respond(session: ChatSession, text: str, files: list) -> Reply:
         entry = session.find_image(intent.image_ref)
         if entry is None:
             return render_reply(session, "no_such_image", intent, ref=intent.image_ref, error=True,
+                                kind="no_such_image",
                                 suggestions=["First image", "Why?"] if session.images else ["Help"],
                                 entries=[e.to_dict() for e in session.images],
                                 current=session.current.to_dict() if session.current else None)
@@ -106,17 +108,23 @@ def vocab(session: ChatSession) -> Vocab:
 
 def render_reply(session: ChatSession, template: str, intent: Intent | None = None, *,
                  images: list | None = None, suggestions: Sequence[str] = (), data: dict | None = None,
-                 error: bool = False, footer: Explanation | None = None, **context: Any) -> Reply:
-    """Fill ``templates/<template>.j2`` and wrap it in a :class:`Reply`."""
+                 error: bool = False, footer: Explanation | None = None, kind: str | None = None,
+                 **context: Any) -> Reply:
+    """Fill ``templates/<template>.j2`` and wrap it in a :class:`Reply`.
+
+    ``reply.intent`` is ``kind`` when given (problem replies: ``no_image``, ``bad_image``, ...), else the intent's
+    name; ``reply.data["question_intent"]`` always holds what the message was understood as.
+    """
     markdown = render(template, **context)
     if footer is not None:
         markdown += "\n\n" + render("footer", result=footer, method=method_name(footer.method),
                                     entry=session.current)
-    data = {"intent": intent.name if intent else template, "model": session.model.name, **(data or {})}
+    name = kind or (intent.name if intent else template)
+    data = {"intent": name, "question_intent": intent.name if intent else None, "model": session.model.name,
+            **(data or {})}
     if session.current is not None:
         data.setdefault("image", session.current.to_dict())
-    return Reply(markdown, [p for p in (images or []) if isinstance(p, tuple)], list(suggestions)[:4], data,
-                 intent.name if intent else template, error)
+    return Reply(markdown, list(images or []), list(suggestions)[:4], data, name, error)
 
 
 def method_name(key: str) -> str:
@@ -286,7 +294,7 @@ def answer_trust(session: ChatSession, intent: Intent) -> Reply:
     return render_reply(
         session, "trust", intent, result=result, check=check, deletion=scores.aucs[0],
         random_auc=scores.random_auc, method=method_name(result.method),
-        images=[(drawn, caption(f"Hidden (blurred) box for {result.target_label}"))],
+        images=[(drawn, caption(f"Box hidden for the check ({result.target_label})"))],
         suggestions=suggestions_for(session, result, I.TRUST),
         data={"occlusion": check.to_dict(), "deletion": scores.to_dict()}, footer=result)
 
@@ -494,7 +502,9 @@ def answer_setting(session: ChatSession, intent: Intent) -> Reply:
         images = [(shown, caption(f"{intent.setting} = {intent.value}"))]
     return render_reply(session, "setting", intent, settings=session.settings, changed=intent.setting,
                         colormaps=list(COLORMAPS), result=result, images=images,
-                        suggestions=suggestions_for(session, result), footer=result)
+                        suggestions=suggestions_for(session, result), footer=result,
+                        data={"settings": dataclasses.asdict(session.settings),
+                              **({"explanation": result.to_dict()} if result is not None else {})})
 
 
 def answer_greeting(session: ChatSession, intent: Intent) -> Reply:
@@ -517,11 +527,12 @@ def answer_unknown(session: ChatSession, intent: Intent) -> Reply:
 
 def no_image_reply(session: ChatSession, intent: Intent | None = None) -> Reply:
     return render_reply(session, "no_image", intent, model=session.model.info, question=intent.text if intent
-                        else "", error=True, suggestions=["Help", "What is Grad-CAM?"])
+                        else "", error=True, kind="no_image", suggestions=["Help", "What is Grad-CAM?"])
 
 
 def bad_image_reply(session: ChatSession, problems: list[tuple[str, str]], added: list[ImageEntry]) -> Reply:
-    return render_reply(session, "bad_image", None, problems=[{"name": n, "message": m} for n, m in problems],
+    return render_reply(session, "bad_image", None, kind="bad_image",
+                        problems=[{"name": n, "message": m} for n, m in problems],
                         added=[e.to_dict() for e in added], current=session.current.to_dict() if session.current
                         else None, error=True, suggestions=["Why?"] if session.current else ["Help"],
                         data={"problems": [{"file": n, "error": m} for n, m in problems]})
@@ -530,7 +541,7 @@ def bad_image_reply(session: ChatSession, problems: list[tuple[str, str]], added
 def ambiguous_reply(session: ChatSession, intent: Intent, err: AmbiguousClassError) -> Reply:
     verb = "Why not" if intent.name == I.CLASS else _follow_up_verb(intent)
     return render_reply(session, "ambiguous", intent, asked=intent.target, candidates=err.candidates[:8],
-                        more=max(0, len(err.candidates) - 8), error=True,
+                        more=max(0, len(err.candidates) - 8), error=True, kind="ambiguous_class",
                         suggestions=[f"{verb} {c}?" for c in err.candidates[:4]],
                         data={"candidates": err.candidates})
 
@@ -543,14 +554,15 @@ def _follow_up_verb(intent: Intent) -> str:
 def no_class_reply(session: ChatSession, intent: Intent, err: ClassError) -> Reply:
     labels = list(session.model.labels)
     return render_reply(session, "no_class", intent, asked=intent.target, candidates=err.candidates,
-                        labels=labels[:12], n_labels=len(labels), error=True,
+                        labels=labels[:12], n_labels=len(labels), error=True, kind="unknown_class",
                         suggestions=[f"What about {c}?" for c in err.candidates[:3]] or ["What is it?"],
                         data={"candidates": err.candidates})
 
 
 def error_reply(session: ChatSession, err: ExplainerError, intent: Intent | None = None) -> Reply:
     """Any :class:`ExplainerError`: its message (written for people), escaped, and the state kept."""
-    return render_reply(session, "error", intent, message=str(err), kind=type(err).__name__, error=True,
+    return render_reply(session, "error", intent, message=str(err), error_type=type(err).__name__, error=True,
+                        kind="error",
                         has_image=session.current is not None,
                         suggestions=["Help"] + (["Why?"] if session.current else []),
                         data={"error": type(err).__name__, "message": str(err)})

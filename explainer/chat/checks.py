@@ -1,8 +1,8 @@
 """Measurements the chat makes beyond one map: does the map hold up, and does the image look like training data?
 
-* :func:`occlusion_check` hides the highlighted box (blurred) and, for comparison, equally large boxes at random
-  places, and re-classifies: if the map is right about where the evidence is, hiding the box must hurt the
-  class more than hiding a random box.
+* :func:`occlusion_check` hides the highlighted box (filled with the image's mean colour) and, for comparison,
+  equally large boxes at random places, and re-classifies: if the map is right about where the evidence is,
+  hiding the box must hurt the class more than hiding a random box.
 * :func:`deletion_scores` wraps :func:`explainer.metrics.deletion_auc` with a random-order baseline, so the
   number comes with something to compare it to.
 * :func:`out_of_distribution` compares cheap image statistics with the ``reference`` block of a model's sidecar.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from .. import metrics
@@ -26,8 +25,6 @@ from ..result import Explanation, Prediction
 
 #: Random boxes hidden for the comparison.
 RANDOM_BOXES = 8
-#: Blur strength of hidden boxes, as a fraction of the larger side (the metrics module's choice).
-BLUR_SIGMA = metrics.BLUR_SIGMA
 
 
 @dataclass
@@ -39,9 +36,9 @@ class OcclusionCheck:
     original : float
         Probability of the explained class on the unmodified image.
     hidden : float
-        Its probability with the highlighted box blurred.
+        Its probability with the highlighted box hidden.
     random : list of float
-        Its probability with each random box blurred.
+        Its probability with each random box hidden.
     hidden_top : Prediction
         The model's top class once the highlighted box is hidden.
     box : tuple of int
@@ -94,7 +91,7 @@ class OcclusionCheck:
             "random": [round(p, 6) for p in self.random], "drop": round(self.drop, 6),
             "random_drop": round(self.random_drop, 6), "hidden_top": self.hidden_top.to_dict(),
             "box": list(self.box), "box_fraction": round(self.box_fraction, 4),
-            "random_overlap": round(self.random_overlap, 4), "verdict": self.verdict, "fill": "blur",
+            "random_overlap": round(self.random_overlap, 4), "verdict": self.verdict, "fill": "mean colour",
         }
 
 
@@ -102,17 +99,18 @@ def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
                     n_random: int = RANDOM_BOXES) -> OcclusionCheck:
     """Hide ``result``'s region box and ``n_random`` random boxes of the same size; re-classify all at once.
 
-    The boxes are blurred at the model's input size (a blur adds no new edges or colours the model could read as
-    evidence). Random boxes are placed, with a fixed ``seed``, where they overlap the region's box least.
+    Boxes are filled with the image's mean colour at the model's input size, as the deletion metric's default
+    baseline does: the information goes, and any artefact of the flat patch is the same for the highlighted and the
+    random boxes, so their comparison is fair. Random boxes are placed, with a fixed ``seed``, where they overlap
+    the region's box least.
     """
     height, width = result.image.shape[:2]
     box = result.region.bbox if result.region.coverage > 0 else (0, 0, 0, 0)
     small = resize(result.image, model.info.input_size)
     scale = (small.shape[1] / width, small.shape[0] / height)
     boxes = [box, *_random_boxes(box, (width, height), n_random, seed)]
-    blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=BLUR_SIGMA * max(small.shape[:2]),
-                               borderType=cv2.BORDER_REFLECT)
-    variants = [small] + [_hide(small, blurred, b, scale) for b in boxes]
+    fill = np.broadcast_to(np.rint(small.reshape(-1, 3).mean(axis=0)).astype(np.uint8), small.shape)
+    variants = [small] + [_hide(small, fill, b, scale) for b in boxes]
     probs = predict(model, variants)
     target = result.target_index
     top = int(np.argmax(probs[1]))
@@ -141,13 +139,13 @@ def _random_boxes(box: tuple[int, int, int, int], size: tuple[int, int], n: int,
     return candidates[:n]
 
 
-def _hide(image: np.ndarray, blurred: np.ndarray, box: tuple, scale: tuple[float, float]) -> np.ndarray:
+def _hide(image: np.ndarray, fill: np.ndarray, box: tuple, scale: tuple[float, float]) -> np.ndarray:
     x, y, w, h = box
     sx, sy = scale
     x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
     x1, y1 = int(np.ceil((x + w) * sx)), int(np.ceil((y + h) * sy))
     out = image.copy()
-    out[y0:y1, x0:x1] = blurred[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = fill[y0:y1, x0:x1]
     return out
 
 

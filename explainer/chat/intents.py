@@ -80,7 +80,7 @@ region segment segmentation bounding outline contour crop highlight localize loc
 show what which help model network classifier switch previous first original image picture photo
 opacity transparency colormap colour color threshold predict prediction predictions classify class classes
 label labels identify recognize about works work hello thanks thank teach tutorial gradient gradients weights
-channels default automatic instead object shortcut hold hide occlude occlusion deletion insertion mask
+channels default automatic instead object shortcut highlighted hold hide occlude occlusion deletion insertion mask
 map maps heatmaps overlay overlays colors colours region regions spot spots area part parts layer
 """)
 
@@ -200,7 +200,7 @@ def parse(text: str, vocab: Vocab | None = None) -> Intent:
     vocab = vocab or Vocab()
     message = _read(text, vocab)
     if not message.words:
-        return Intent(UNKNOWN, text=message.raw)
+        return Intent(HELP if message.raw.strip(" ?") == "" and "?" in message.raw else UNKNOWN, text=message.raw)
     details = _details(message, vocab)
     for rule in _RULES:
         found = rule(message, vocab, details)
@@ -234,8 +234,8 @@ def _correct(word: str) -> str:
     """The keyword ``word`` was probably meant to be, or ``word`` itself."""
     if len(word) < 4 or word in VOCABULARY or word in _KEEP or not word.isalpha():
         return word
-    # One wrong letter in a short word is a bigger change: "maps" is not "mask".
-    close = difflib.get_close_matches(word, VOCABULARY, n=1, cutoff=0.8 if len(word) <= 5 else 0.75)
+    # One wrong letter in a short word is a bigger change: "maps" is not "mask", "square" is not "sure".
+    close = difflib.get_close_matches(word, VOCABULARY, n=1, cutoff=0.85 if len(word) <= 6 else 0.75)
     return close[0] if close else word
 
 
@@ -449,7 +449,7 @@ def _layer_name(raw: str, layers: Sequence[str]) -> str | None:
     leaves = {}
     for name in layers:
         leaves.setdefault(name.rsplit("/", 1)[-1].lower(), []).append(name)
-    match = re.search(r"\blayer\b\s*(?:number|no\.?|#)?\s*[\"'`]?([\w./\-]+)", raw, flags=re.IGNORECASE)
+    match = re.search(r"\blayer\b\s*(?:(?:number|no)\b\.?|#)?\s*[\"'`]?([\w./\-]+)", raw, flags=re.IGNORECASE)
     if match:
         token = match.group(1).strip(".'\"`")
         if token.isdigit():
@@ -458,8 +458,8 @@ def _layer_name(raw: str, layers: Sequence[str]) -> str | None:
             return by_lower[token.lower()]
         if len(leaves.get(token.lower(), [])) == 1:
             return leaves[token.lower()][0]
-        if not layers and re.search(r"[_\d/]", token):
-            return token
+        if re.search(r"[_\d/]", token):
+            return token  # looks like a layer name: the answer says whether the model has it
     for token in re.findall(r"[\w./\-]+", raw):
         token = token.strip(".'\"`").lower()
         if "_" in token or any(ch.isdigit() for ch in token) or "/" in token:
