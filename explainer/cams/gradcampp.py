@@ -9,16 +9,15 @@ import numpy as np
 
 from .base import BaseCAM, CamBatch
 
-_EPS = 1e-7
-
 
 class GradCAMPlusPlus(BaseCAM):
     name = "gradcam++"
 
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
-        grads = batch.gradients.astype(np.float64)
-        squared = grads**2
+        grads = batch.gradients
+        squared = grads * grads
         activation_sums = batch.activations.sum(axis=(1, 2), keepdims=True)  # B×1×1×K
-        denominator = 2 * squared + activation_sums * grads**3
-        alpha = np.where(grads != 0, squared / np.where(denominator != 0, denominator, _EPS), 0.0)
-        return (alpha * np.maximum(grads, 0.0)).sum(axis=(1, 2)).astype(np.float32)
+        denominator = 2 * squared + activation_sums * squared * grads
+        # Where the denominator vanishes, g is 0 (α = 0) or negative (ReLU(g) = 0): either way no contribution.
+        alpha = squared / np.where(denominator != 0, denominator, 1.0)
+        return (alpha * np.maximum(grads, 0.0)).sum(axis=(1, 2))

@@ -11,14 +11,14 @@ Channels left out get weight 0.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
+import cv2
 import numpy as np
 
 from .base import BaseCAM, CamBatch
 
 DEFAULT_TOP_N = 64
 _EPS = 1e-7
+_CV_CHANNELS = 512  # cv2.resize handles at most this many channels at once
 
 
 class ScoreCAM(BaseCAM):
@@ -29,13 +29,14 @@ class ScoreCAM(BaseCAM):
     top_n : int or None
         Use only the ``top_n`` channels with the largest activation standard deviation (all when None).
     batch_size : int
-        Masked inputs per forward call (bounds memory: ``batch_size`` × H × W × 3 floats).
+        Masked inputs per forward call (bounds memory: ``batch_size`` × H × W × 3 floats). On 2 CPUs MobileNetV2
+        is fastest per image at 4–16 images a call; 32 and more thrash the caches.
     """
 
     name = "scorecam"
     needs_gradients = False
 
-    def __init__(self, top_n: int | None = DEFAULT_TOP_N, batch_size: int = 64):
+    def __init__(self, top_n: int | None = DEFAULT_TOP_N, batch_size: int = 16):
         if top_n is not None and top_n < 1:
             raise ValueError(f"top_n must be positive or None, got {top_n}")
         self.top_n = top_n
@@ -61,26 +62,17 @@ class ScoreCAM(BaseCAM):
 
 
 def channel_masks(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly upsample h×w×n maps to ``size`` (half-pixel centres, like cv2 and tf.image.resize) and min-max
-    normalise each to [0, 1] → n×H×W. A flat map becomes an all-zero mask."""
-    rows, cols = _bilinear_matrix(maps.shape[0], size[0]), _bilinear_matrix(maps.shape[1], size[1])
-    up = np.einsum("Hh,hwn,Ww->nHW", rows, maps.astype(np.float32), cols, optimize=True)
+    """Bilinearly upsample h×w×n maps to ``size`` (half-pixel centres, as tf.image.resize) and min-max normalise
+    each to [0, 1] → n×H×W. A flat map becomes an all-zero mask."""
+    height, width = size
+    up = np.concatenate([
+        cv2.resize(np.ascontiguousarray(maps[..., i : i + _CV_CHANNELS], np.float32), (width, height),
+                   interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+        for i in range(0, maps.shape[-1], _CV_CHANNELS)
+    ], axis=-1).transpose(2, 0, 1)
     low = up.min(axis=(1, 2), keepdims=True)
     span = up.max(axis=(1, 2), keepdims=True) - low
     return np.where(span > _EPS, (up - low) / np.maximum(span, _EPS), 0.0).astype(np.float32)
-
-
-@lru_cache(maxsize=32)
-def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """n_out×n_in matrix of linear interpolation weights with half-pixel centres and edge clamping."""
-    source = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, n_in - 1)
-    frac = (source - low).astype(np.float32)
-    matrix = np.zeros((n_out, n_in), np.float32)
-    np.add.at(matrix, (np.arange(n_out), low), 1 - frac)
-    np.add.at(matrix, (np.arange(n_out), high), frac)
-    return matrix
 
 
 def target_probability(logits: np.ndarray, target: int) -> np.ndarray:
