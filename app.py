@@ -56,7 +56,8 @@ def launch_options() -> dict[str, Any]:
 def picture(image, caption: str) -> gr.Image:
     """A chat picture: encoded to PNG once, so later turns resend a file path instead of re-encoding pixels."""
     path = processing_utils.save_img_array_to_cache(image, gr.utils.get_cache_folder(), format="png")
-    return gr.Image(value=path, label=caption, show_label=True, format="png", buttons=["download", "fullscreen"])
+    return gr.Image(value=path, label=caption, alt_text=caption, show_label=True, format="png",
+                    buttons=["download", "fullscreen"])
 
 
 def reply_messages(reply: Reply) -> list[dict]:
@@ -265,7 +266,8 @@ class ChatApp:
                                      buttons=["copy", "copy_all"], elem_id="chatbot")
                 box = gr.MultimodalTextbox(placeholder="Upload an image and ask a question, e.g. why?",
                                            file_types=["image"], file_count="multiple", sources=["upload"],
-                                           max_plain_text_length=20_000, autofocus=True, elem_id="chat-input")
+                                           max_plain_text_length=20_000, autofocus=True, show_label=False,
+                                           elem_id="chat-input")
                 examples = self._examples()
             with gr.Column(scale=1, min_width=280):
                 picker = gr.Dropdown(self.builtins, value=self.default_name, label="Model", interactive=True)

@@ -1,0 +1,321 @@
+"""End to end: the real app served on a free port, driven with gradio_client through ``/chat`` and ``/explain``.
+
+One server for the whole module (built with the bundled ``shapes`` model as the default). Each ``Client`` is its
+own browser session, so each test that needs a fresh conversation opens its own client.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_server import (
+    fetch_image,
+    last_turn,
+    options,
+    percentages,
+    pictures,
+    plain,
+    running_app,
+    shape_png,
+    texts,
+)
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import app
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running_app() as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    return {shape: shape_png(folder, shape) for shape in ("circle", "square", "triangle")}
+
+
+def new_client(url: str) -> Client:
+    return Client(url, verbose=False, download_files=False)
+
+
+def say(client: Client, text: str = "", *files: str) -> list[dict]:
+    """One chat turn; returns the whole conversation as the chat shows it."""
+    conversation, *_rest = client.predict({"text": text, "files": [handle_file(f) for f in files]},
+                                          api_name="/chat")
+    return conversation
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
+def test_both_endpoints_are_public(url):
+    api = new_client(url).view_api(return_format="dict", print_info=False)
+    endpoints = api["named_endpoints"]
+    assert {"/chat", "/explain"} <= set(endpoints)
+    explain = endpoints["/explain"]
+    assert [p["parameter_name"] for p in explain["parameters"]] == ["image", "question", "model_name"]
+    assert [r["component"] for r in explain["returns"]] == ["Markdown", "Image", "Json"]
+
+
+def test_explain_endpoint_answers_with_text_overlay_and_json(url, images):
+    client = new_client(url)
+    markdown, overlay, result = client.predict(handle_file(images["circle"]), "why?", "shapes", api_name="/explain")
+    target = result["data"]["explanation"]["target"]
+    assert target["label"] == "circle" and "circle" in plain(markdown)
+    assert round(100 * target["probability"]) in {round(p) for p in percentages(plain(markdown))}
+    picture = fetch_image(overlay["url"])
+    assert picture.shape == (160, 200, 3)  # the overlay is drawn at the image's own size
+    assert result["intent"] == "why" and not result["error"]
+
+
+def test_explain_endpoint_follow_up_kinds(url, images):
+    client = new_client(url)
+    markdown, chart, result = client.predict(handle_file(images["square"]), "what is it?", "shapes",
+                                             api_name="/explain")
+    top = result["data"]["predictions"][0]
+    assert top["label"] == "square" and "square" in plain(markdown)
+    assert chart is not None
+    markdown, _image, result = client.predict(handle_file(images["square"]), "how sure are you?", "shapes",
+                                              api_name="/explain")
+    assert result["intent"] == "confidence" and "square" in plain(markdown)
+    assert "calibrated" in plain(markdown)  # the honest caveat
+
+
+def test_explain_endpoint_other_model_and_bad_input(url, images, tmp_path):
+    client = new_client(url)
+    _md, _img, result = client.predict(handle_file(images["circle"]), "why?", "shapes-shortcut",
+                                       api_name="/explain")
+    assert result["data"]["model"] == "shapes-shortcut"
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a picture")
+    markdown, image, result = client.predict(handle_file(str(text_file)), "why?", "shapes", api_name="/explain")
+    assert result["error"] and image is None and "notes.txt" in plain(markdown)
+    markdown, image, result = client.predict(None, "why?", "shapes", api_name="/explain")
+    assert image is None and "upload" in plain(markdown).lower()
+    with pytest.raises(Exception, match="Unknown model"):
+        client.predict(handle_file(images["circle"]), "why?", "no-such-model", api_name="/explain")
+
+
+# ---------------------------------------------------------------------------------------- conversations
+
+
+def test_scripted_conversation(url, images):
+    client = new_client(url)
+    reply = last_turn(say(client, "why?", images["circle"]))
+    text = texts(reply)
+    assert "circle" in text.split("\n")[0] + text and "Image 1" in text
+    [overlay] = pictures(reply)
+    assert "circle" in overlay["label"]
+    assert fetch_image(overlay["url"]).shape == (160, 200, 3)
+    assert "How confident is it?" in options(reply)  # follow-ups offered as buttons
+    first_percent = percentages(text)[0]
+
+    reply = last_turn(say(client, "how confident is it?"))  # no re-upload: same image
+    assert "circle" in texts(reply)
+    assert first_percent in percentages(texts(reply))
+
+    reply = last_turn(say(client, "show me the region"))
+    assert pictures(reply) and "%" in texts(reply)
+
+    reply = last_turn(say(client, "why not square?"))
+    assert "square" in texts(reply) and pictures(reply)
+
+    conversation = say(client, "what is it?", images["triangle"])  # a new upload is a new subject
+    assert "triangle" in texts(last_turn(conversation)) and "Image 2" in texts(last_turn(conversation))
+    reply = last_turn(say(client, "what about the previous image?"))
+    assert "circle" in texts(reply)
+
+    conversation = say(client, "use the shapes-shortcut model")
+    assert "shapes-shortcut" in texts(last_turn(conversation))
+    assert sum(m["role"] == "user" for m in conversation) == 7  # every turn is still on screen
+
+
+def test_two_sessions_keep_their_own_images(url, images):
+    alice, bob = new_client(url), new_client(url)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(say, alice, "why?", images["circle"])
+        second = pool.submit(say, bob, "why?", images["square"])
+        alice_reply, bob_reply = last_turn(first.result()), last_turn(second.result())
+    assert "circle" in texts(alice_reply).split("\n")[0] and "square" in texts(bob_reply).split("\n")[0]
+    assert pictures(alice_reply)[0]["url"] != pictures(bob_reply)[0]["url"]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(say, alice, "what is it?")
+        second = pool.submit(say, bob, "what is it?")
+        alice_conversation, bob_conversation = first.result(), second.result()
+    assert "circle" in texts(last_turn(alice_conversation)).split("\n")[0]
+    assert "square" in texts(last_turn(bob_conversation)).split("\n")[0]
+    assert "square" not in texts(alice_conversation).split("\n")[0]
+    carol = new_client(url)  # a third visitor has no image at all
+    assert "upload" in texts(last_turn(say(carol, "why?"))).lower()
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def blank_bilevel_png(path, width: int, height: int, rows_stored: int | None = None) -> str:
+    """A valid 1-bit PNG of ``width`` × ``height`` white pixels, written without ever holding it in memory.
+
+    Highly compressible: a 20000×20000 image is a few tens of kilobytes, and ``rows_stored`` < height writes a
+    file whose header promises far more than it holds (the shape of a decompression bomb).
+    """
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row * 1000) for _ in range((rows_stored or height) // 1000))
+    body += packer.compress(row * ((rows_stored or height) % 1000)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", body)
+                     + png_chunk(b"IEND", b""))
+    return str(path)
+
+
+def write_bad_file(kind: str, folder, circle: str) -> str:
+    """A file that is not a usable image, of the given kind."""
+    good = Path(circle).read_bytes()
+    target = folder / {"not_an_image": "notes.txt", "corrupt": "corrupt.png", "truncated": "truncated.png",
+                       "empty": "empty.png", "huge": "huge.png", "bomb": "bomb.png"}[kind]
+    if kind == "not_an_image":
+        target.write_text("Dear diary, this is not a picture.")
+    elif kind == "corrupt":
+        target.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        target.write_bytes(good[: len(good) // 2])
+    elif kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "huge":
+        return blank_bilevel_png(target, 20_000, 20_000)
+    elif kind == "bomb":
+        return blank_bilevel_png(target, 100_000, 100_000, rows_stored=2000)
+    return str(target)
+
+
+def write_odd_image(kind: str, folder) -> tuple[str, tuple[int, int]]:
+    """A readable image in an unusual format showing a circle; returns its path and its upright (width, height)."""
+    rgb, mask = _circle(120, 200)
+    if kind == "16_bit":
+        path = folder / "deep.png"
+        Image.fromarray((rgb[..., 0].astype(np.uint16) * 257), mode="I;16").save(path)
+    elif kind == "grayscale":
+        path = folder / "grey.png"
+        Image.fromarray(rgb).convert("L").save(path)
+    elif kind == "rgba":
+        path = folder / "transparent.png"
+        Image.fromarray(np.dstack([rgb, np.where(mask, 255, 0).astype(np.uint8)]), mode="RGBA").save(path)
+    elif kind == "cmyk":
+        path = folder / "print.jpg"
+        Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+    elif kind == "palette":
+        path = folder / "palette.png"
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path)
+    elif kind == "animated_gif":
+        path = folder / "anim.gif"
+        frames = [Image.fromarray(rgb), Image.fromarray(_square(120, 200))]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=200, loop=0)
+    elif kind == "exif_rotated":  # stored sideways (200 tall, 120 wide), displayed upright after a 90° turn
+        path = folder / "sideways.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(path, exif=exif, quality=95)
+    else:
+        raise ValueError(kind)
+    return str(path), (200, 120)
+
+
+def _circle(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    from explainer.demo.generate import draw_plain_shape
+
+    return draw_plain_shape("circle", height=height, width=width)
+
+
+def _square(height: int, width: int) -> np.ndarray:
+    from explainer.demo.generate import draw_plain_shape
+
+    return draw_plain_shape("square", height=height, width=width)[0]
+
+
+@pytest.fixture(scope="module")
+def patient(url, images):
+    """One conversation that every bad input is thrown at: it starts with a circle and must survive them all."""
+    client = new_client(url)
+    assert "circle" in texts(last_turn(say(client, "why?", images["circle"])))
+    return client
+
+
+def _still_serving(client: Client, before: list[dict], expected_class: str) -> None:
+    """The server answers the next question about the current image, and earlier messages are all still there."""
+    conversation = say(client, "what is it?")
+    assert expected_class in texts(last_turn(conversation)).split("\n")[0]
+    assert conversation[: len(before)] == before
+
+
+BAD_FILES = ["not_an_image", "corrupt", "truncated", "empty", "huge", "bomb"]
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_file_gets_an_explanation_and_the_conversation_goes_on(url, patient, images, tmp_path, kind):
+    path = write_bad_file(kind, tmp_path, images["circle"])
+    name = path.rsplit("/", 1)[-1]
+    conversation = say(patient, "why?", path)
+    reply = last_turn(conversation)
+    assert name in texts(reply) and not pictures(reply)
+    _still_serving(patient, conversation, "circle")
+
+
+@pytest.mark.parametrize("kind", ["16_bit", "grayscale", "rgba", "cmyk", "palette", "animated_gif", "exif_rotated"])
+def test_unusual_image_formats_are_explained(url, patient, tmp_path, kind):
+    path, (width, height) = write_odd_image(kind, tmp_path)
+    conversation = say(patient, "why?", path)
+    reply = last_turn(conversation)
+    text = texts(reply)
+    assert f"{width}×{height}" in text  # decoded upright, at its own size (EXIF rotation applied)
+    assert "circle" in text.split("\n")[0] + text
+    [overlay] = pictures(reply)
+    assert fetch_image(overlay["url"]).shape == (height, width, 3)
+    _still_serving(patient, conversation, "circle")
+
+
+def test_a_10000_character_question(url, patient):
+    question = "why? " + "and please tell me more " * 420
+    assert len(question) >= 10_000
+    conversation = say(patient, question)
+    echo = conversation[-len(last_turn(conversation)) - 1]
+    assert echo["role"] == "user" and len(echo["content"][0]["text"]) <= app.ECHO_CHARS + 1
+    assert texts(last_turn(conversation))
+    _still_serving(patient, conversation, "circle")
+
+
+@pytest.mark.parametrize("question", [
+    "🤔 why? 🐱🔍",
+    '<img src=x onerror="alert(1)"> <script>alert(2)</script> why?',
+    "**bold** [click me](javascript:alert(1)) # heading\n- why?",
+])
+def test_emoji_html_and_markdown_are_shown_as_typed(url, patient, question):
+    conversation = say(patient, question)
+    echo = next(m for m in reversed(conversation) if m["role"] == "user")
+    shown = echo["content"][0]["text"]
+    assert "<img" not in shown and "<script" not in shown and "](javascript" not in shown
+    assert plain(shown).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").split() == question.split()
+    reply_text = "".join(c.get("text", "") for m in last_turn(conversation) for c in m["content"])
+    assert "<img" not in reply_text and "<script" not in reply_text
+    _still_serving(patient, conversation, "circle")
+
+
+def test_text_before_any_image_asks_for_one(url):
+    client = new_client(url)
+    reply = last_turn(say(client, "why is it a cat?"))
+    assert "upload" in texts(reply).lower() and not pictures(reply)
+    conversation = say(client, "what is it?")
+    assert "upload" in texts(last_turn(conversation)).lower()
+    assert sum(m["role"] == "user" for m in conversation) == 2
+

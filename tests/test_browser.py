@@ -1,0 +1,83 @@
+"""A real browser: headless Debian chromium, driven by Playwright, uses the chat like a person would.
+
+It uploads a bundled example image, asks "why?", and expects the bot's reply to carry a heatmap picture and the
+class the engine itself gives for that image; then it clicks a suggested follow-up button.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_server import MODEL, running_app
+from PIL import Image
+
+import app
+from explainer import explain, load_image, load_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+WAIT_MS = 90_000  # generous: a busy 2-CPU runner can take a while to start a browser and answer
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def example() -> app.Example:
+    """The first bundled example asked of the default test model."""
+    found = [e for e in app.load_examples() if e.model in ("", MODEL)]
+    assert found, "explainer/demo/examples/examples.json lists no example for the shapes model"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium); .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    with running_app() as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+            tab.set_default_timeout(WAIT_MS)
+            tab.goto(url)
+            yield tab
+        finally:
+            browser.close()
+
+
+def test_upload_why_shows_heatmap_and_class(page, example):
+    from playwright.sync_api import expect
+
+    expected = explain(load_model(MODEL), example.image).target_label
+    box = page.locator("#chat-input")
+    box.locator("input[type=file]").set_input_files(example.image)
+    expect(box.locator("img")).to_have_count(1)  # the upload's thumbnail: the file is attached
+    box.locator("textarea").fill("why?")
+    box.locator("textarea").press("Enter")
+
+    bot = page.locator("#chatbot .bot-row")
+    expect(bot.locator("[data-testid=bot]").first).to_contain_text(expected)
+    expect(bot.first).to_contain_text("Grad-CAM map points at")
+    heatmap = bot.locator("img").first
+    expect(heatmap).to_have_attribute("alt", f"re:Grad-CAM for {expected}")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=heatmap.element_handle())
+
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(heatmap.get_attribute("src")).body())).convert("RGB"))
+    original = load_image(example.image)
+    assert shown.shape[:2] == original.shape[:2]
+    assert np.abs(shown.astype(int) - original.astype(int)).mean() > 5  # coloured by the heatmap, not the input
+
+
+def test_suggested_follow_up_button_asks_it(page):
+    from playwright.sync_api import expect
+
+    button = page.locator("#chatbot button.option", has_text="How confident is it?")
+    expect(button).to_be_visible()
+    button.click()
+    expect(page.locator("#chatbot [data-testid=user]").last).to_contain_text("How confident is it?")
+    expect(page.locator("#chatbot .bot-row").last).to_contain_text("calibrated")
