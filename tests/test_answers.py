@@ -478,8 +478,7 @@ def test_model_switch_keeps_the_conversation(model, files):
 
 
 def test_model_switch_without_loader(chat):
-    chat.model_names = ("planted", "other")
-    chat._facts.items.clear()
+    chat.model_names = ("planted", "other")  # what the app does when a model is uploaded
     reply = chat.respond("use the other model")
     assert reply.error and "model picker" in reply.markdown
 

@@ -97,7 +97,7 @@ def _file_name(source: Any) -> str:
 
 def vocab(session: ChatSession) -> Vocab:
     """What messages may name in this conversation (cached per model)."""
-    return session._model_fact("vocab", lambda: Vocab(
+    return session._model_fact(("vocab", session.model_names), lambda: Vocab(
         labels=tuple(session.model.labels), methods=tuple(METHODS),
         layers=tuple(p.name for p in usable_layers(session)), models=session.model_names,
         colormaps=tuple(COLORMAPS)))

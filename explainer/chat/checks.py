@@ -24,7 +24,10 @@ from ..region import box_iou
 from ..result import Explanation, Prediction
 
 #: Random boxes hidden for the comparison.
-RANDOM_BOXES = 8
+RANDOM_BOXES = 6
+#: Steps of the deletion curve in the chat (the metrics module's default is finer; 10 keeps a turn near a second
+#: on MobileNetV2 while the area changes by well under 0.01).
+DELETION_STEPS = 10
 
 
 @dataclass
@@ -110,15 +113,15 @@ def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
     scale = (small.shape[1] / width, small.shape[0] / height)
     boxes = [box, *_random_boxes(box, (width, height), n_random, seed)]
     fill = np.broadcast_to(np.rint(small.reshape(-1, 3).mean(axis=0)).astype(np.uint8), small.shape)
-    variants = [small] + [_hide(small, fill, b, scale) for b in boxes]
-    probs = predict(model, variants)
+    # The unmodified image needs no new run: the explanation's probabilities came from the same input.
+    probs = predict(model, [_hide(small, fill, b, scale) for b in boxes])
     target = result.target_index
-    top = int(np.argmax(probs[1]))
+    top = int(np.argmax(probs[0]))
     return OcclusionCheck(
-        original=float(probs[0, target]),
-        hidden=float(probs[1, target]),
-        random=[float(p) for p in probs[2:, target]],
-        hidden_top=Prediction(top, model.labels[top], float(probs[1, top])),
+        original=float(result.probability),
+        hidden=float(probs[0, target]),
+        random=[float(p) for p in probs[1:, target]],
+        hidden_top=Prediction(top, model.labels[top], float(probs[0, top])),
         box=tuple(int(v) for v in box),
         box_fraction=box[2] * box[3] / float(width * height),
         random_overlap=float(np.mean([box_iou(box, b) for b in boxes[1:]])) if n_random else 0.0,
@@ -157,7 +160,8 @@ class DeletionScores:
     random_auc: float
 
     def to_dict(self) -> dict:
-        return {"deletion_auc": [round(a, 4) for a in self.aucs], "random_order_auc": round(self.random_auc, 4)}
+        return {"deletion_auc": [round(a, 4) for a in self.aucs], "random_order_auc": round(self.random_auc, 4),
+                "steps": DELETION_STEPS, "baseline": "mean"}
 
 
 def deletion_scores(model: LoadedModel, results: list[Explanation], seed: int = 0) -> DeletionScores:
@@ -169,7 +173,7 @@ def deletion_scores(model: LoadedModel, results: list[Explanation], seed: int = 
     noise = np.random.default_rng(seed).random(results[0].heatmap.shape, dtype=np.float32)
     maps = [r.heatmap for r in results] + [noise]
     targets = [r.target_index for r in results] + [results[0].target_index]
-    aucs = metrics.deletion_auc(model, [image] * len(maps), maps, targets)
+    aucs = metrics.deletion_auc(model, [image] * len(maps), maps, targets, steps=DELETION_STEPS)
     return DeletionScores([float(a) for a in aucs[:-1]], float(aucs[-1]))
 
 

@@ -14,8 +14,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import AmbiguousClassError, ClassError
-from ..labels import match_label
 from ..labels import normalize as normalize_label
 from .text import clean_text
 
@@ -566,17 +564,31 @@ def _is_deictic(phrase: str) -> bool:
 
 
 def _looks_like_label(phrase: str, labels: Sequence[str]) -> bool:
-    """True when ``phrase`` names a label exactly, by its words or by a close misspelling."""
-    if not labels:
+    """True when ``phrase`` names a label exactly, by its words, or by a close misspelling of a label or a word.
+
+    A cheap stand-in for :func:`explainer.labels.match_label` (which the answer runs later to resolve the class):
+    it must stay fast for 1,000 ImageNet labels, because every "show me X" or "is it X" passes through here.
+    """
+    words = normalize_label(phrase).split()
+    if not labels or not words or all(w in VOCABULARY or w in _DEICTIC for w in words):
         return False
-    try:
-        match_label(list(labels), phrase)
-    except AmbiguousClassError:
+    names, vocabulary, spans = _label_index(tuple(labels))
+    wanted = " ".join(words)
+    if wanted in names or all(w in vocabulary for w in words):
         return True
-    except ClassError as err:
-        return bool(err.candidates) and len(phrase.split()) <= 3 and difflib.SequenceMatcher(
-            None, normalize_label(phrase), normalize_label(err.candidates[0])).ratio() >= 0.8
-    return True
+    return len(words) <= 3 and bool(difflib.get_close_matches(wanted, spans, n=1, cutoff=0.8))
+
+
+@functools.lru_cache(maxsize=8)
+def _label_index(labels: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    """Normalised labels, their words, and every label and run of up to three words (for fuzzy matching)."""
+    names = [normalize_label(label) for label in labels]
+    spans = set(names)
+    for name in names:
+        parts = name.split()
+        for size in (1, 2, 3):
+            spans.update(" ".join(parts[i : i + size]) for i in range(len(parts) - size + 1))
+    return frozenset(names), frozenset(w for name in names for w in name.split()), tuple(sorted(spans))
 
 
 def _why(message: _Message, _vocab: Vocab, _details: dict):

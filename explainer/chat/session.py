@@ -308,8 +308,9 @@ class ChatSession:
         self.explain_calls += 1
         results = explain(self.model, entry.image, target=list(targets), method=method, layer=layer,
                           threshold=self.settings.threshold, top_k=MAX_TOP_K)
-        for result in results:
-            self._facts.put((entry.number, id(self.model), "top"), result.top.index)
+        for asked, result in zip(targets, results, strict=True):
+            if asked is None:  # the class the engine picked as the top one (argmax of the logits)
+                self._facts.put((entry.number, id(self.model), "top"), result.target_index)
             self._results.put(self._key(entry, method, layer, result.target_index, self.settings.threshold), result)
 
     def _cached(self, entry: ImageEntry, method: str, layer: str | None, index: int) -> Explanation | None:
@@ -368,7 +369,7 @@ class ChatSession:
         """Name of the layer used when none is chosen."""
         return self._model_fact("default_layer", lambda: resolve_layer(self.model.keras_model, None).name)
 
-    def _model_fact(self, name: str, compute: Callable[[], Any]) -> Any:
+    def _model_fact(self, name: Hashable, compute: Callable[[], Any]) -> Any:
         key = ("model", id(self.model), name)
         found = self._facts.get(key)
         return found if found is not None else self._facts.put(key, compute())
