@@ -483,6 +483,21 @@ def test_model_switch_without_loader(chat):
     assert reply.error and "model picker" in reply.markdown
 
 
+def test_switch_model_says_so(chat, model):
+    other = _variant(model, name="other")
+    reply = chat.switch_model(other)
+    assert chat.model is other and "Switched to the model **other**" in _words(reply.markdown)
+    assert reply.image is not None
+    fresh = ChatSession(model).switch_model(other)
+    assert fresh.intent == I.MODEL and "other" in fresh.markdown
+
+
+def test_trust_pictures_show_what_the_model_saw(chat, model):
+    reply = chat.respond("does it hold up?")
+    side = reply.images[0][0]
+    assert side.shape[1] > 3 * 200  # image, highlighted box hidden, random box hidden
+
+
 def test_set_model_from_the_app(chat, model):
     chat.update_settings(layer=chat.default_layer())
     other = _variant(model, name="other")

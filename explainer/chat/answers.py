@@ -290,11 +290,15 @@ def answer_trust(session: ChatSession, intent: Intent) -> Reply:
     check = session.fact(("occlusion", *key),
                          lambda: occlusion_check(session.model, result, seed=session.current.number))
     scores = session.fact(("deletion", *key), lambda: deletion_scores(session.model, [result]))
-    drawn = session.picture(("region", id(result)), lambda: draw_region(result.image, result.region), result)
+    label = result.target_label
+    side = session.picture(("occlusion", id(result), id(check)), lambda: tile(
+        [draw_region(result.image, result.region, contour=False), check.hidden_image, check.random_image],
+        [f"{label} {check.original:.1%}", f"box hidden: {check.hidden:.1%}", f"random box: {check.random[0]:.1%}"
+         if check.random else "random box"]), result)
     return render_reply(
         session, "trust", intent, result=result, check=check, deletion=scores.aucs[0],
         random_auc=scores.random_auc, method=method_name(result.method),
-        images=[(drawn, caption(f"Box hidden for the check ({result.target_label})"))],
+        images=[(side, caption(f"What the model saw: image, highlighted box hidden, a random box hidden ({label})"))],
         suggestions=suggestions_for(session, result, I.TRUST),
         data={"occlusion": check.to_dict(), "deletion": scores.to_dict()}, footer=result)
 

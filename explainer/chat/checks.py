@@ -50,6 +50,8 @@ class OcclusionCheck:
         Share of the image the box covers.
     random_overlap : float
         Mean IoU of the random boxes with the highlighted box (0 = disjoint).
+    hidden_image, random_image : numpy.ndarray
+        What the model saw (at its input size) with the highlighted box and with the first random box hidden.
     """
 
     original: float
@@ -59,6 +61,8 @@ class OcclusionCheck:
     box: tuple[int, int, int, int]
     box_fraction: float
     random_overlap: float
+    hidden_image: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((1, 1, 3), np.uint8))
+    random_image: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((1, 1, 3), np.uint8))
     verdict: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +118,8 @@ def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
     boxes = [box, *_random_boxes(box, (width, height), n_random, seed)]
     fill = np.broadcast_to(np.rint(small.reshape(-1, 3).mean(axis=0)).astype(np.uint8), small.shape)
     # The unmodified image needs no new run: the explanation's probabilities came from the same input.
-    probs = predict(model, [_hide(small, fill, b, scale) for b in boxes])
+    variants = [_hide(small, fill, b, scale) for b in boxes]
+    probs = predict(model, variants)
     target = result.target_index
     top = int(np.argmax(probs[0]))
     return OcclusionCheck(
@@ -125,6 +130,8 @@ def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
         box=tuple(int(v) for v in box),
         box_fraction=box[2] * box[3] / float(width * height),
         random_overlap=float(np.mean([box_iou(box, b) for b in boxes[1:]])) if n_random else 0.0,
+        hidden_image=variants[0],
+        random_image=variants[1] if n_random else variants[0],
     )
 
 

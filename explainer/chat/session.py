@@ -224,6 +224,24 @@ class ChatSession:
             self.model = model
             self._models[id(model)] = model
 
+    def switch_model(self, model: LoadedModel) -> Reply:
+        """:meth:`set_model`, then a reply saying so: the current image explained by the new model, or the model's
+        description when there is no image yet (for the app's model picker)."""
+        from . import answers
+        from .intents import MODEL, Intent
+
+        with self._lock:
+            self.set_model(model)
+            try:
+                if self.current is None:
+                    return answers.answer_model(self, Intent(MODEL))
+                return answers.answer_why(self, Intent(MODEL), header="model")
+            except ExplainerError as err:
+                return answers.error_reply(self, err)
+            except Exception:
+                logger.exception("answer after a model switch failed")
+                return answers.apology_reply(self)
+
     def load_model(self, name: str) -> LoadedModel:
         """The model called ``name`` from the loader (a :class:`ExplainerError` if there is no loader)."""
         if self.loader is None:
@@ -254,7 +272,7 @@ class ChatSession:
         image = _shrink(image, MAX_SIDE)
         with self._lock:
             self._counter += 1
-            entry = ImageEntry(self._counter, image, _display_name(path, self._counter), (width, height))
+            entry = ImageEntry(self._counter, image, _display_name(path), (width, height))
             self.images.append(entry)
             while len(self.images) > MAX_IMAGES:
                 gone = self.images.pop(0)
@@ -397,7 +415,6 @@ def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _display_name(source: Any, number: int) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source).name or f"image {number}"
-    return f"image {number}"
+def _display_name(source: Any) -> str:
+    """The file name of an upload ("" for an in-memory image)."""
+    return Path(source).name if isinstance(source, (str, os.PathLike)) else ""
