@@ -21,7 +21,7 @@ from gradio import processing_utils
 from explainer.cams import METHODS
 from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
 from explainer.chat.intents import METHOD_NAMES
-from explainer.chat.models_menu import ModelMenu, ModelShelf, builtin_choices, load_default, switch_model
+from explainer.chat.models_menu import ModelMenu, ModelShelf, builtin_choices, load_default
 from explainer.chat.session import MAX_TOP_K, SettingError, Settings
 from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
 from explainer.errors import ExplainerError
@@ -154,7 +154,7 @@ class ChatApp:
         return Visit(ChatSession(self.default, loader=menu.get, model_names=menu.names()), menu)
 
     def outputs(self, visit: Visit, busy: bool = False) -> tuple:
-        """Values for :meth:`chat_outputs`: the conversation, the input box, the model picker and the settings."""
+        """Values of the chat's outputs: the conversation, the input box, the model picker, the settings, the state."""
         box = gr.MultimodalTextbox(value=None, interactive=not busy)
         picker = gr.Dropdown(choices=visit.menu.choices(), value=visit.menu.key_of(visit.chat.model))
         settings = [getattr(visit.chat.settings, name) for name in SETTING_NAMES]
@@ -189,7 +189,10 @@ class ChatApp:
             return
         example = self.examples[index]
         if example.model and visit.menu.key_of(visit.chat.model) != example.model:
-            visit.chat.set_model(visit.menu.get(example.model))
+            try:
+                visit.chat.set_model(visit.menu.get(example.model))
+            except ExplainerError as err:  # the example is still worth asking of the current model
+                gr.Warning(str(err))
         yield from self.chat_turn({"text": example.question, "files": [example.image]}, visit)
 
     def pick_model(self, key: str, visit: Visit | None) -> tuple:
@@ -201,7 +204,7 @@ class ChatApp:
             except ExplainerError as err:
                 gr.Warning(str(err))
                 return self.outputs(visit)
-            self.show(visit, switch_model(visit.chat, model))
+            self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
     def upload_model(self, model_file: Any, labels_file: Any, visit: Visit | None) -> tuple:
@@ -212,7 +215,7 @@ class ChatApp:
         except ExplainerError as err:
             raise gr.Error(str(err), title="The model was not loaded") from err
         visit.chat.model_names = tuple(visit.menu.names())
-        self.show(visit, switch_model(visit.chat, model))
+        self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
     def change_setting(self, visit: Visit | None, *values: Any) -> Visit:
@@ -251,7 +254,7 @@ class ChatApp:
         with gr.Blocks(title=TITLE, fill_height=True) as demo:
             visit = gr.State(None)
             gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
-                        "heatmaps and text filled from measured numbers; nothing leaves this machine.")
+                        "heatmaps with text filled in from measured numbers: no language model, no network.")
             with gr.Tab("Chat"):
                 self._chat_tab(visit)
             with gr.Tab("One question (API)"):
@@ -281,7 +284,9 @@ class ChatApp:
                     settings = self._settings()
 
         outputs = [chatbot, box, picker, *settings, visit]
-        turn = {"outputs": outputs, "show_progress": "minimal"}
+        # Every event that runs a model shares one pool of CONCURRENCY workers; the rest wait in order.
+        turn = {"outputs": outputs, "show_progress": "minimal", "concurrency_id": "model",
+                "concurrency_limit": CONCURRENCY}
         # preprocess=False: uploads reach the chat as raw file payloads, so a file that is not an image gets the
         # chat's own explanation instead of Gradio's type error (paths are still checked by Gradio first).
         box.submit(self.chat_turn, [box, visit], api_name="chat", preprocess=False, **turn)
@@ -289,9 +294,9 @@ class ChatApp:
         chatbot.clear(self.clear, [visit], outputs, api_visibility="private")
         if examples is not None:
             examples.click(self.run_example, [examples, visit], api_visibility="private", **turn)
-        picker.input(self.pick_model, [picker, visit], outputs, api_visibility="private")
-        load.click(self.upload_model, [model_file, labels_file, visit], outputs, api_visibility="private",
-                   preprocess=False)
+        picker.input(self.pick_model, [picker, visit], api_visibility="private", **turn)
+        load.click(self.upload_model, [model_file, labels_file, visit], api_visibility="private", preprocess=False,
+                   **turn)
         for control in settings:
             control.input(self.change_setting, [visit, *settings], [visit], api_visibility="private",
                           queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -312,10 +317,9 @@ class ChatApp:
         if not self.examples:
             return None
         return gr.Dataset(
-            label="Examples (click one)", components=[gr.Image(visible=False), gr.Textbox(visible=False),
-                                                      gr.Textbox(visible=False)],
-            headers=["Image", "Question", "Model"], type="index", layout="table",
-            samples=[[e.image, e.question, e.model or self.default_name] for e in self.examples])
+            label="Examples (click one)", components=["image", "textbox", "textbox", "textbox"],
+            headers=["Image", "Question", "Model", "What it shows"], type="index", layout="table",
+            samples=[[e.image, e.question, e.model or self.default_name, e.caption] for e in self.examples])
 
     def _explain_tab(self) -> None:
         with gr.Row():
@@ -330,7 +334,7 @@ class ChatApp:
                 facts = gr.JSON(label="Result")
         # preprocess=False: the engine decodes the upload itself and answers bad files with a clear message.
         ask.click(self.explain_once, [image, question, model], [answer, overlay, facts], api_name="explain",
-                  preprocess=False)
+                  preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
 
 
 def build_app(shelf: ModelShelf | None = None, preload_demos: bool = True) -> gr.Blocks:

@@ -24,15 +24,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(model: str = MODEL) -> Iterator[str]:
-    """Build the app with ``model`` as the default, serve it on a free local port, yield its URL, close it."""
+def running_app(model: str = MODEL) -> Iterator[tuple[str, app.ChatApp]]:
+    """Build the app with ``model`` as the default, serve it on a free local port, yield (URL, app), close it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EXPLAINER_MODEL", model)
-        demo = app.build_app(preload_demos=False)
+        chat_app = app.ChatApp(preload_demos=False)
+    demo = chat_app.build()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
                 **app.launch_options())
     try:
-        yield demo.local_url.rstrip("/")
+        yield demo.local_url.rstrip("/"), chat_app
     finally:
         demo.close()
 

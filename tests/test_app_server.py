@@ -11,6 +11,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 from app_server import (
@@ -31,9 +32,14 @@ import app
 
 
 @pytest.fixture(scope="module")
-def url():
-    with running_app() as address:
-        yield address
+def served():
+    with running_app() as (address, chat_app):
+        yield address, chat_app
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +325,81 @@ def test_text_before_any_image_asks_for_one(url):
     assert "upload" in texts(last_turn(conversation)).lower()
     assert sum(m["role"] == "user" for m in conversation) == 2
 
+
+
+# ------------------------------------------------ the UI's own events (private: called in-process on the same app)
+
+
+def _last(events) -> tuple:
+    """The final outputs of an event handler (generators yield the user's message first)."""
+    outputs = events
+    if not isinstance(events, tuple):
+        *_shown, outputs = events
+    return outputs
+
+
+def _bot_text(messages: list[dict]) -> str:
+    at = max(i for i, m in enumerate(messages) if m["role"] == "user") if any(
+        m["role"] == "user" for m in messages) else -1
+    return plain("\n".join(m["content"] for m in messages[at + 1:] if isinstance(m["content"], str)))
+
+
+@pytest.fixture
+def chat_app(served):
+    return served[1]
+
+
+@pytest.fixture
+def visit(chat_app, images):
+    outputs = _last(chat_app.chat_turn({"text": "why?", "files": [images["circle"]]}, None))
+    assert "circle" in _bot_text(outputs[0])
+    return outputs[-1]
+
+
+def test_model_picker_switches_and_keeps_the_conversation(chat_app, visit):
+    before = list(visit.messages)
+    messages, _box, picker, *_settings, visit = chat_app.pick_model("shapes-shortcut", visit)
+    assert messages[: len(before)] == before
+    assert "shapes-shortcut" in _bot_text(messages)  # the chat says which model answered
+    assert picker.value == "shapes-shortcut" and visit.chat.model.name == "shapes-shortcut"
+
+
+def test_uploaded_model_is_loaded_safely_and_stays_in_its_session(chat_app, visit, tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "tiny.keras")
+    (tmp_path / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    messages, _box, picker, *_settings, visit = chat_app.upload_model(
+        {"path": str(tmp_path / "tiny.keras")}, {"path": str(tmp_path / "labels.txt")}, visit)
+    assert picker.value == "tiny (uploaded)" and ("tiny (uploaded)", "tiny (uploaded)") in picker.choices
+    assert "tiny" in _bot_text(messages) and visit.chat.model.labels == ["apple", "banana", "cherry"]
+    other = _last(chat_app.chat_turn({"text": "hello", "files": []}, None))
+    assert "tiny (uploaded)" not in [key for _label, key in other[2].choices]  # another visitor never sees it
+
+    coded = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Lambda(lambda t: t * 2.0),
+                              keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    coded.save(tmp_path / "coded.keras")
+    with pytest.raises(gr.Error, match="Lambda"):
+        chat_app.upload_model({"path": str(tmp_path / "coded.keras")}, None, visit)
+    assert visit.chat.model.name == "tiny"  # nothing changed
+
+
+def test_settings_panel_changes_this_session_only(chat_app, visit):
+    visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++")
+    assert (visit.chat.settings.opacity, visit.chat.settings.colormap, visit.chat.settings.method) == (
+        0.8, "viridis", "gradcam++")
+    visit = chat_app.change_setting(visit, 0.8, "no-such-colormap", 0.3, 3, "gradcam++")
+    assert visit.chat.settings.colormap == "viridis"  # refused, nothing changed
+    fresh = _last(chat_app.chat_turn({"text": "hello", "files": []}, None))[-1]
+    assert fresh.chat.settings.opacity != 0.8
+
+
+def test_shortcut_example_switches_model_and_answers(chat_app):
+    index = next(i for i, e in enumerate(chat_app.examples) if e.model == "shapes-shortcut")
+    messages, _box, picker, *_settings, _visit = _last(chat_app.run_example(index, None))
+    assert picker.value == "shapes-shortcut"
+    assert "shapes-shortcut" in _bot_text(messages) and any(isinstance(m["content"], gr.Image) for m in messages)

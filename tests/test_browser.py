@@ -39,7 +39,7 @@ def page():
         pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium); .ci/run does")
     from playwright.sync_api import sync_playwright
 
-    with running_app() as url, sync_playwright() as playwright:
+    with running_app() as (url, _app), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 1000})

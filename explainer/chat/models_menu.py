@@ -18,8 +18,6 @@ from .. import zoo
 from ..engine import warm_up
 from ..errors import ModelError
 from ..models import DEMO_DIR, DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
-from .reply import Reply
-from .session import ChatSession
 
 logger = logging.getLogger(__name__)
 
@@ -127,16 +125,6 @@ def _label(name: str) -> str:
     if name == "shapes":
         return "shapes (demo)"
     return Path(name).name
-
-
-def switch_model(chat: ChatSession, model: LoadedModel) -> Reply:
-    """Answer with ``model`` from now on and return the chat's first answer from it.
-
-    With an image in the conversation that is the new model's explanation of it; without one, the chat's
-    description of the model. (Stand-in until the chat offers a reply made for a model switch.)
-    """
-    chat.set_model(model)
-    return chat.respond("why?" if chat.current is not None else "which model?")
 
 
 @dataclass
