@@ -115,7 +115,8 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.CURVE_STEPS,
              threshold: float = DEFAULT_THRESHOLD, tolerance: float | None = None,
-             batch_size: int = 16, layer: str | None = None, sanity: bool = False, progress=None) -> dict:
+             batch_size: int = metrics.FORWARD_BATCH, layer: str | None = None, sanity: bool = False,
+             progress=None) -> dict:
     """Every metric for every method on ``data``: ``{method: {metric: value}}`` (means over the images).
 
     Parameters
@@ -149,17 +150,15 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
         if sanity:
             n = min(SANITY_IMAGES, len(data.images))
             check = metrics.sanity_check(model, data.images[:n], maps[:n], targets[:n], method=method, layer=layer)
-            table[method]["sanity_spearman"] = float(check.median[-1])
+            final = float(check.median[-1])
+            table[method]["sanity_spearman"] = None if np.isnan(final) else final  # None: every map was flat
     return table
 
 
 def _explain_all(model, images, targets, method, layer, batch_size) -> tuple[list[np.ndarray], float]:
     explain(model, images[0], targets[0], method=method, layer=layer)  # trace once, outside the timing
-    maps, started = [], time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        results = explain(model, images[start : start + batch_size], targets[start : start + batch_size],
-                          method=method, layer=layer)
-        maps.extend(r.heatmap for r in results)
+    started = time.perf_counter()
+    maps = metrics.heatmaps(model, images, targets, method, layer, batch_size)
     return maps, time.perf_counter() - started
 
 
@@ -184,7 +183,7 @@ def format_table(table: dict) -> str:
     present = [column for column in COLUMNS if any(column[0] in row for row in table.values())]
     lines = ["method     " + " ".join(f"{header:>8}" for _key, header, _fmt in present)]
     for method, row in table.items():
-        cells = [fmt.format(row[key]) if key in row else f"{'-':>8}" for key, _header, fmt in present]
+        cells = [fmt.format(row[key]) if row.get(key) is not None else f"{'-':>8}" for key, _header, fmt in present]
         lines.append(f"{method:<10} " + " ".join(cells))
     return "\n".join(lines)
 
@@ -246,7 +245,8 @@ def _report(model, data: Dataset, table: dict, args: argparse.Namespace) -> dict
         "settings": {"steps": args.steps, "threshold": args.threshold, "tolerance": args.tolerance,
                      "deletion_baseline": metrics.DELETION_BASELINE,
                      "insertion_baseline": metrics.INSERTION_BASELINE, "layer": args.layer},
-        "methods": {method: {key: round(value, 5) for key, value in row.items()} for method, row in table.items()},
+        "methods": {method: {key: None if value is None else round(value, 5) for key, value in row.items()}
+                    for method, row in table.items()},
     }
 
 

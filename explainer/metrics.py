@@ -381,7 +381,8 @@ class SanityCheck:
     stages : list of str
         For each stage, the layers randomised so far (cumulative, top-down), described.
     correlations : numpy.ndarray
-        Stages × images Spearman rank correlation between the original and the randomised map.
+        Stages × images Spearman rank correlation between the original and the randomised map; NaN for an image
+        whose original map is flat (nothing to compare; a flat randomised map counts as 0, changed).
     threshold : float
         The method passes when, once every weight is random, the median correlation is below this.
     """
@@ -393,18 +394,22 @@ class SanityCheck:
 
     @property
     def median(self) -> np.ndarray:
-        """Median correlation per stage."""
-        return np.median(self.correlations, axis=1)
+        """Median correlation per stage over the images with a non-flat original map (NaN if there are none)."""
+        usable = ~np.isnan(self.correlations).all(axis=0)
+        if not usable.any():
+            return np.full(len(self.correlations), np.nan, np.float32)
+        return np.nanmedian(self.correlations[:, usable], axis=1)
 
     @property
     def passed(self) -> bool:
-        """True when the fully randomised model gives maps unlike the original ones (Adebayo et al. 2018)."""
+        """True when the fully randomised model gives maps unlike the original ones (Adebayo et al. 2018); False
+        when it cannot tell (every original map flat)."""
         return bool(self.median[-1] < self.threshold)
 
     def to_dict(self) -> dict:
         return {
             "method": self.method,
-            "stages": [{"randomised": name, "median_spearman": round(float(m), 4)}
+            "stages": [{"randomised": name, "median_spearman": None if np.isnan(m) else round(float(m), 4)}
                        for name, m in zip(self.stages, self.median, strict=True)],
             "threshold": self.threshold,
             "passed": self.passed,
@@ -440,7 +445,7 @@ def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method:
     images = [load_image(image) for image in images]
     targets = _targets(model, images, targets)
     if maps is None:
-        maps = [r.heatmap for r in explain(model, images, [int(t) for t in targets], method, layer)]
+        maps = heatmaps(model, images, targets, method, layer)
     _, originals, _ = _inputs(model, images, maps, targets)
     copy = _copy(model)
     groups = _layer_groups(copy.keras_model, stages)
@@ -448,10 +453,23 @@ def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method:
     for stage, group in enumerate(groups):
         for offset, layer_obj in enumerate(group):
             _reinitialise(layer_obj, seed + 1000 * stage + offset)
-        results = explain(copy, images, [int(t) for t in targets], method, layer)
-        correlations.append([spearman(a, r.heatmap) for a, r in zip(originals, results, strict=True)])
+        randomised = heatmaps(copy, images, targets, method, layer)
+        correlations.append([spearman(a, b) if np.ptp(a) > 0 else np.nan
+                             for a, b in zip(originals, randomised, strict=True)])
         names.append(_describe_group(group, stage, len(groups)))
     return SanityCheck(get_method(method).name, names, np.array(correlations, np.float32), threshold)
+
+
+def heatmaps(model: LoadedModel, images: list, targets, method="gradcam", layer: str | None = None,
+             batch_size: int = FORWARD_BATCH) -> list[np.ndarray]:
+    """The maps of ``method`` for each image and target, explained ``batch_size`` images at a time."""
+    targets = [int(t) for t in targets]
+    maps = []
+    for start in range(0, len(images), batch_size):
+        results = explain(model, images[start : start + batch_size], targets[start : start + batch_size],
+                          method=method, layer=layer)
+        maps.extend(r.heatmap for r in results)
+    return maps
 
 
 def _copy(model: LoadedModel) -> LoadedModel:

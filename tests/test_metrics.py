@@ -222,3 +222,11 @@ def test_evaluate_refuses_an_image_without_mask(saved, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "images" / "lonely.png"), np.zeros((8, 8, 3), np.uint8))
     assert main(["evaluate", "--model", str(saved / "planted.keras"), "--data", str(tmp_path)]) == 2
     assert "lonely" in capsys.readouterr().err
+
+
+def test_sanity_check_cannot_pass_on_flat_maps(planted):
+    model, images, labels, _, _ = planted
+    flat = [np.zeros((SIZE, SIZE), np.float32)] * 3
+    check = metrics.sanity_check(model, images[:3], flat, labels[:3], method="gradcam", stages=2)
+    assert np.isnan(check.correlations).all() and np.isnan(check.median).all()
+    assert not check.passed and check.to_dict()["stages"][0]["median_spearman"] is None
