@@ -513,8 +513,8 @@ def answer_setting(session: ChatSession, intent: Intent) -> Reply:
 
 def answer_greeting(session: ChatSession, intent: Intent) -> Reply:
     return render_reply(session, "greeting", intent, has_image=session.current is not None,
-                        model=session.model.name, suggestions=suggestions_for(session, None) if session.current
-                        is None else list(EXAMPLE_QUESTIONS[:4]))
+                        model=session.model.name, suggestions=list(EXAMPLE_QUESTIONS[:4]) if session.current
+                        else ["Help", "What is Grad-CAM?"])
 
 
 def answer_image(session: ChatSession, intent: Intent) -> Reply:

@@ -222,6 +222,15 @@ def _read(text: str, vocab: Vocab) -> _Message:
 
 
 @functools.lru_cache(maxsize=8)
+def _label_names(labels: tuple[str, ...]) -> dict[str, str]:
+    """Normalised label → label (the first one wins if two normalise alike)."""
+    names: dict[str, str] = {}
+    for label in labels:
+        names.setdefault(normalize_label(label), label)
+    return names
+
+
+@functools.lru_cache(maxsize=8)
 def _label_words(labels: tuple[str, ...]) -> frozenset[str]:
     """Words of the labels: a class name is never "corrected" into a keyword."""
     return frozenset(word for label in labels for word in normalize_label(label).split())
@@ -276,7 +285,7 @@ def _mentioned_label(message: _Message, labels: Sequence[str]) -> str | None:
     """A label named word for word in the message (longest first), unless its words are all our own keywords."""
     if not labels:
         return None
-    names = {normalize_label(label): label for label in labels}
+    names = _label_names(tuple(labels))
     words = [normalize_label(w) for w in message.words]
     for size in range(min(5, len(words)), 0, -1):
         for i in range(len(words) - size + 1):

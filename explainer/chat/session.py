@@ -173,7 +173,7 @@ class ChatSession:
         self._models: dict[int, LoadedModel] = {id(model): model}  # keeps ids unique while cached
         self._results = _LRU()
         self._pictures = _LRU()
-        self._facts = _LRU()  # anything else derived from an image: checks, statistics, AUCs
+        self._facts = _LRU(limit=4 * MAX_CACHED)  # small things: top classes, checks, statistics, AUCs
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------------------ the entry point
