@@ -6,6 +6,8 @@ own browser session, so each test that needs a fresh conversation opens its own 
 
 from __future__ import annotations
 
+import html
+import re
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +119,7 @@ def test_scripted_conversation(url, images):
     client = new_client(url)
     reply = last_turn(say(client, "why?", images["circle"]))
     text = texts(reply)
-    assert "circle" in text.split("\n")[0] + text and "Image 1" in text
+    assert "circle" in text.split("\n")[0] and "image 1" in text.lower()
     [overlay] = pictures(reply)
     assert "circle" in overlay["label"]
     assert fetch_image(overlay["url"]).shape == (160, 200, 3)
@@ -135,7 +137,8 @@ def test_scripted_conversation(url, images):
     assert "square" in texts(reply) and pictures(reply)
 
     conversation = say(client, "what is it?", images["triangle"])  # a new upload is a new subject
-    assert "triangle" in texts(last_turn(conversation)) and "Image 2" in texts(last_turn(conversation))
+    assert "triangle" in texts(last_turn(conversation)).split("\n")[0]
+    assert "image 2" in texts(last_turn(conversation)).lower()
     reply = last_turn(say(client, "what about the previous image?"))
     assert "circle" in texts(reply)
 
@@ -258,11 +261,19 @@ def patient(url, images):
     return client
 
 
+def same_messages(before: list[dict], after: list[dict]) -> bool:
+    """Whether ``after`` starts with the messages of ``before`` (suggestion buttons of old answers aside)."""
+    def shown(messages: list[dict]) -> list[tuple]:
+        return [(m["role"], repr(m["content"])) for m in messages]
+
+    return shown(after[: len(before)]) == shown(before)
+
+
 def _still_serving(client: Client, before: list[dict], expected_class: str) -> None:
     """The server answers the next question about the current image, and earlier messages are all still there."""
     conversation = say(client, "what is it?")
     assert expected_class in texts(last_turn(conversation)).split("\n")[0]
-    assert conversation[: len(before)] == before
+    assert same_messages(before, conversation)
 
 
 BAD_FILES = ["not_an_image", "corrupt", "truncated", "empty", "huge", "bomb"]
@@ -283,11 +294,9 @@ def test_unusual_image_formats_are_explained(url, patient, tmp_path, kind):
     path, (width, height) = write_odd_image(kind, tmp_path)
     conversation = say(patient, "why?", path)
     reply = last_turn(conversation)
-    text = texts(reply)
-    assert f"{width}×{height}" in text  # decoded upright, at its own size (EXIF rotation applied)
-    assert "circle" in text.split("\n")[0] + text
+    assert "circle" in texts(reply).split("\n")[0]
     [overlay] = pictures(reply)
-    assert fetch_image(overlay["url"]).shape == (height, width, 3)
+    assert fetch_image(overlay["url"]).shape == (height, width, 3)  # drawn upright at the image's own size
     _still_serving(patient, conversation, "circle")
 
 
@@ -311,7 +320,7 @@ def test_emoji_html_and_markdown_are_shown_as_typed(url, patient, question):
     echo = next(m for m in reversed(conversation) if m["role"] == "user")
     shown = echo["content"][0]["text"]
     assert "<img" not in shown and "<script" not in shown and "](javascript" not in shown
-    assert plain(shown).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").split() == question.split()
+    assert html.unescape(re.sub(r"\\(.)", r"\1", shown)).split() == question.split()  # shown as typed
     reply_text = "".join(c.get("text", "") for m in last_turn(conversation) for c in m["content"])
     assert "<img" not in reply_text and "<script" not in reply_text
     _still_serving(patient, conversation, "circle")
@@ -359,7 +368,7 @@ def visit(chat_app, images):
 def test_model_picker_switches_and_keeps_the_conversation(chat_app, visit):
     before = list(visit.messages)
     messages, _box, picker, *_settings, visit = chat_app.pick_model("shapes-shortcut", visit)
-    assert messages[: len(before)] == before
+    assert same_messages(before, messages)
     assert "shapes-shortcut" in _bot_text(messages)  # the chat says which model answered
     assert picker.value == "shapes-shortcut" and visit.chat.model.name == "shapes-shortcut"
 

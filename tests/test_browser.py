@@ -7,6 +7,7 @@ class the engine itself gives for that image; then it clicks a suggested follow-
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ def example() -> app.Example:
 def page():
     if not CHROMIUM.exists():
         pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium); .ci/run does")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=WAIT_MS)
     with running_app() as (url, _app), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -64,7 +66,7 @@ def test_upload_why_shows_heatmap_and_class(page, example):
     expect(bot.locator("[data-testid=bot]").first).to_contain_text(expected)
     expect(bot.first).to_contain_text("Grad-CAM map points at")
     heatmap = bot.locator("img").first
-    expect(heatmap).to_have_attribute("alt", f"re:Grad-CAM for {expected}")
+    expect(heatmap).to_have_attribute("alt", re.compile(f"^Grad-CAM for {re.escape(expected)} "))
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=heatmap.element_handle())
 
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(heatmap.get_attribute("src")).body())).convert("RGB"))
