@@ -157,6 +157,21 @@ def test_why_not_contrasts_with_the_top_class(chat):
     _check_suggestions_parse(chat, reply)
 
 
+def test_runner_up_by_rank(chat):
+    top = chat.explanation()
+    second = next(p for p in top.predictions if p.index != top.target_index)
+    reply = chat.respond("why not the runner-up?")
+    assert reply.intent == I.CLASS and reply.data["explanation"]["target"]["index"] == second.index
+    assert chat.respond("explain the fifth guess").error  # this model has 3 classes
+
+
+def test_relative_opacity(chat):
+    chat.respond("make the overlay more transparent")
+    assert chat.settings.opacity == pytest.approx(0.30)
+    chat.respond("stronger please")
+    assert chat.settings.opacity == pytest.approx(0.45)
+
+
 def test_asking_about_the_top_class_explains_it(chat):
     top = chat.explanation()
     reply = chat.respond(f"what about {top.target_label}?")

@@ -91,7 +91,9 @@ PHRASINGS = [
     ("is it using a shortcut?", I.TRUST),
     # compare classes
     ("compare with the second guess", I.COMPARE_CLASSES),
-    ("show the runner-up", I.COMPARE_CLASSES),
+    ("what else could it be?", I.COMPARE_CLASSES),
+    ("show the runner-up", I.CLASS),  # the runner-up's own map: a class question about rank 2
+    ("why not the second guess?", I.CLASS),
     ("show top 3 maps", I.COMPARE_CLASSES),
     ("compare the top classes", I.COMPARE_CLASSES),
     ("other candidates side by side", I.COMPARE_CLASSES),
@@ -162,6 +164,9 @@ def test_enough_phrasings_cover_every_intent():
     ("does the triangle map hold up", "triangle"),
     ("why did you say circle", "circle"),
     ("why not a trinagle", "trinagle"),  # a misspelt class is never "corrected" into a keyword
+    ("why not the runner-up?", "@2"),
+    ("explain the third guess", "@3"),
+    ("show the map for the second class", "@2"),
 ])
 def test_class_names_are_extracted(text, target):
     assert parse(text, VOCAB).target == target
@@ -226,7 +231,8 @@ def test_image_reference_combines_with_another_intent():
 @pytest.mark.parametrize(("text", "setting", "value"), [
     ("set opacity to 30%", "opacity", 0.3), ("opacity 0.7", "opacity", 0.7), ("alpha = 60", "opacity", 0.6),
     ("threshold 50 %", "threshold", 0.5), ("use the magma colormap", "colormap", "magma"),
-    ("top-k 7", "top_k", 7),
+    ("top-k 7", "top_k", 7), ("make the overlay more transparent", "opacity", "-0.15"),
+    ("stronger colours please", "opacity", "+0.15"),
 ])
 def test_settings(text, setting, value):
     intent = parse(text, VOCAB)

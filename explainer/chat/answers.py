@@ -494,8 +494,11 @@ def answer_setting(session: ChatSession, intent: Intent) -> Reply:
     if intent.setting is None or intent.value is None:
         return render_reply(session, "setting", intent, settings=session.settings, colormaps=list(COLORMAPS),
                             changed=None, suggestions=[f"Use {name}" for name in list(COLORMAPS)[:3]])
+    value = intent.value
+    if intent.setting == "opacity" and isinstance(value, str):  # "more transparent": relative to the current one
+        value = float(np.clip(session.settings.opacity + float(value), 0.05, 1.0))
     try:
-        session.update_settings(**{intent.setting: intent.value})
+        session.update_settings(**{intent.setting: value})
     except SettingError as err:
         return error_reply(session, err, intent)
     images, result = [], None
@@ -503,7 +506,7 @@ def answer_setting(session: ChatSession, intent: Intent) -> Reply:
         result = session.explanation()
         shown = session.overlay(result) if intent.setting != "threshold" else session.picture(
             ("region", id(result)), lambda: draw_region(result.image, result.region), result)
-        images = [(shown, caption(f"{intent.setting} = {intent.value}"))]
+        images = [(shown, caption(f"{intent.setting} = {getattr(session.settings, intent.setting)}"))]
     return render_reply(session, "setting", intent, settings=session.settings, changed=intent.setting,
                         colormaps=list(COLORMAPS), result=result, images=images,
                         suggestions=suggestions_for(session, result), footer=result,

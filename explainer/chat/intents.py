@@ -78,8 +78,9 @@ region segment segmentation bounding outline contour crop highlight localize loc
 show what which help model network classifier switch previous first original image picture photo
 opacity transparency colormap colour color threshold predict prediction predictions classify class classes
 label labels identify recognize about works work hello thanks thank teach tutorial gradient gradients weights
-channels default automatic instead object shortcut highlighted hold hide occlude occlusion deletion insertion mask
-map maps heatmaps overlay overlays colors colours region regions spot spots area part parts layer
+channels default automatic instead object shortcut highlighted transparent opaque hold hide occlude occlusion
+deletion insertion mask map maps heatmaps overlay overlays colors colours region regions spot spots area part
+parts layer
 """)
 
 # Common short words that must never be "corrected" into a keyword.
@@ -125,7 +126,7 @@ class Intent:
     text : str
         The question as typed, cleaned to one line and cut to :data:`MAX_QUESTION_CHARS`.
     target : str or None
-        A class the user named (as typed, not yet resolved to an index).
+        A class the user named (as typed, not yet resolved to an index), or ``"@2"`` for "the second guess".
     explicit_target : bool
         True when the class came from a class question ("why not X", "what about X"), False when it was only
         spotted in a message about something else.
@@ -142,7 +143,8 @@ class Intent:
     count : int or None
         How many classes ("top 3").
     setting, value :
-        A setting to change (``opacity``, ``colormap``, ``threshold``, ``top_k``) and its value.
+        A setting to change (``opacity``, ``colormap``, ``threshold``, ``top_k``) and its value; a string
+        ``"+0.15"``/``"-0.15"`` is a change relative to the current opacity.
     """
 
     name: str
@@ -355,7 +357,7 @@ def _greeting(message: _Message, _vocab: Vocab, _details: dict):
 def _help(message: _Message, _vocab: Vocab, _details: dict):
     if _has(message.text, r"^(?:help|menu|commands|options|usage|examples?|\?+)$|\bwhat (?:can|should|could) "
                           r"(?:you|i) (?:do|ask|say)\b|\bhow (?:do|can|should) i (?:use|start|talk)\b"
-                          r"|\bwhat do you (?:do|know)\b|\bwhat (?:questions|else)\b|\bhelp me\b$"):
+                          r"|\bwhat do you (?:do|know)\b|\bwhat questions\b|\bhelp me\b$"):
         return HELP, {}
     return None
 
@@ -369,6 +371,10 @@ def _setting(message: _Message, vocab: Vocab, _details: dict):
     value = r"(\d+(?:\.\d+)?)\s*(%|percent)?"
     if match := re.search(rf"\b(?:opacity|transparency|alpha|overlay strength|blend)\b\D*?{value}", text):
         return SETTING, {"setting": "opacity", "value": _fraction(match.group(1), match.group(2))}
+    if _has(text, r"\b(?:more transparent|less opaque|fainter|lighter|weaker|subtler)\b"):
+        return SETTING, {"setting": "opacity", "value": "-0.15"}
+    if _has(text, r"\b(?:more opaque|less transparent|stronger|darker|bolder)\b"):
+        return SETTING, {"setting": "opacity", "value": "+0.15"}
     if match := re.search(rf"\bthreshold\b\D*?{value}", text):
         return SETTING, {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
     if match := re.search(r"\btop[\s\-]?k\b\D*?(\d{1,2})", text):
@@ -394,7 +400,9 @@ def _model(message: _Message, _vocab: Vocab, details: dict):
         return MODEL, {}
     if _has(text, r"\b(?:which|what) (?:model|network|classifier|net)\b|\babout (?:the|this|your) "
                   r"(?:model|network|classifier)\b|\b(?:who|which model) (?:answered|is answering)\b"
-                  r"|\b(?:list|available|other|switch|change) (?:the )?models?\b"):
+                  r"|\b(?:list|available|other|switch|change) (?:the )?models?\b"
+                  r"|\b(?:switch|change|use|load|try) (?:to )?(?:the |a |an |another |other )?(?:\w+ )?"
+                  r"(?:model|network|classifier)\b"):
         return MODEL, {}
     return None
 
@@ -484,21 +492,36 @@ def _trust(message: _Message, _vocab: Vocab, _details: dict):
                           r"|\bcheck (?:it|this|that|the (?:map|heatmap|explanation))\b|\bshortcut\b"
                           r"|\bright for the wrong\b|\b(?:hide|cover|remove|mask out|mask|blur|erase) (?:the |that |"
                           r"this )?(?:highlighted |hot |important )?(?:region|area|part|spot|evidence)\b"
-                          r"|\breally (?:looking|look|using|use)\b|\bcan i (?:trust|rely)\b"
+                          r"|\breally (?:looking|look|using|use)\b|\bcan i (?:trust|rely)\b|\bstill say\b"
+                          r"|\bwithout (?:the |that |this )?(?:highlighted |hot |important |red )?(?:part|region|area|"
+                          r"spot|object|evidence)\b"
+                          r"|\b(?:remove|hide|cover|erase) (?:the |that |this )?(?:object|thing)\b"
                           r"|\b(?:is|does) (?:the|this) (?:map|heatmap|explanation) (?:right|correct|accurate)\b"):
         return TRUST, {}
     return None
 
 
+_RANK = (r"(?:(?P<rank>second|third|fourth|fifth|2nd|3rd|4th|5th)(?: best| most likely| highest)? "
+         r"(?:guess|choice|place|class|prediction|option|candidate|label|one)"
+         r"|runner[\s\-]?up|next best(?: guess| class)?)")
+_RANKS = {"second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5}
+
+
 def _compare_classes(message: _Message, _vocab: Vocab, details: dict):
     text = message.text
-    if _has(text, r"\bsecond(?: best| most likely)? (?:guess|choice|place|class|prediction|option|candidate)\b"
-                  r"|\brunner[\s\-]?up\b|\bnext (?:best|guess|class)\b"):
-        return COMPARE_CLASSES, {"count": details["count"] or 2}
+    rank = re.search(rf"\b{_RANK}\b", text)
+    comparing = _has(text, r"\b(?:compare|comparison|versus|vs|side by side|against|both|top)\b")
+    if rank and not comparing and _has(text, r"\b(?:why not|what about|how about|explain|show|map|heatmap|where|"
+                                             r"evidence|look)\b"):
+        number = _RANKS.get(rank.group("rank") or "", 2)
+        return CLASS, {"target": f"@{number}", "explicit_target": True}
+    if rank:
+        return COMPARE_CLASSES, {"count": details["count"] or _RANKS.get(rank.group("rank") or "", 2)}
     if _has(text, r"\bcompare (?:the )?(?:top|classes|predictions|guesses|candidates)\b|\btop[\s\-]?(?:\d+|"
                   + "|".join(_NUMBER_WORDS) + r") (?:maps|heat ?maps|overlays|explanations|side by side)\b"
-                  r"|\bother (?:guesses|classes|candidates|predictions)\b|\balternatives?\b|\bside by side\b"
-                  r"|\b(?:maps|heatmaps|overlays) (?:for|of) (?:the )?top\b"):
+                  r"|\bother (?:guesses|classes|candidates|predictions|options)\b|\balternatives?\b|\bside by side\b"
+                  r"|\b(?:maps|heatmaps|overlays) (?:for|of) (?:the )?top\b|\bwhat else\b|\bsomething else\b"
+                  r"|\bcompare the top\b"):
         return COMPARE_CLASSES, {"count": details["count"] or 3}
     return None
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..cams import METHODS, method_key
 from ..engine import explain
-from ..errors import ExplainerError, ImageError
+from ..errors import ClassError, ExplainerError, ImageError
 from ..images import load_image
 from ..labels import match_label
 from ..layers import LayerPath, resolve_layer, spatial_layers
@@ -299,9 +299,16 @@ class ChatSession:
     # ------------------------------------------------------------------------------------------- explanations
 
     def resolve_target(self, target: int | str | None) -> int | None:
-        """A class index for ``target`` (None stays None: the top prediction). Raises ClassError variants."""
+        """A class index for ``target``: an index, a label (fuzzy), ``"@k"`` for the k-th most probable class, or
+        None (stays None: the top prediction). Raises :class:`ClassError` variants for unknown or ambiguous names."""
         if target is None or isinstance(target, (int, np.integer)):
             return None if target is None else int(target)
+        if target.startswith("@") and target[1:].isdigit():
+            rank, top = int(target[1:]), self.explanation()
+            ranking = np.argsort(-top.probabilities, kind="stable")
+            if not 1 <= rank <= len(ranking):
+                raise ClassError(f"This model has only {len(ranking)} classes.")
+            return top.target_index if rank == 1 else int([i for i in ranking if i != top.target_index][rank - 2])
         return match_label(self.model.labels, target)
 
     def explanation(self, target: int | str | None = None, method: str | None = None, layer: str | None = None,
