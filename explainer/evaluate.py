@@ -35,6 +35,11 @@ from .region import DEFAULT_THRESHOLD
 
 #: Seed of the demo evaluation images (training uses 1 and 2, the sidecar's held-out set 10_001 and 10_002).
 EVALUATION_SEED = 20_000
+FOLDER_LAYOUT = """folder layout for --data DIR:
+  DIR/images/<name>.png   (or .jpg, .jpeg, .bmp, .webp, .tif)
+  DIR/masks/<name>.png    same stem; the object is every non-zero pixel
+
+Without --data: generated shapes images with known masks (fixed held-out seed)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SANITY_IMAGES = 16
 
@@ -190,7 +195,9 @@ def format_table(table: dict) -> str:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``evaluate`` command."""
-    parser.description = __doc__.split("\n\n")[0]
+    parser.description = "How well each CAM method localizes the object and how faithful it is to the model."
+    parser.epilog = FOLDER_LAYOUT
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: the default model)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help=f"methods to compare, space- or comma-separated (default: all: {', '.join(METHODS)})")
