@@ -187,17 +187,17 @@ def _stripes(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     phase = (np.cos(angle) * xx + np.sin(angle) * yy) * 2 * np.pi / period
     wave = np.sin(phase + rng.uniform(0, 2 * np.pi))
-    if rng.random() < 0.5:
-        wave = np.sign(wave)  # hard-edged stripes half the time
+    if rng.random() < 0.3:
+        wave = np.sign(wave)  # hard-edged stripes some of the time
     colour = rng.uniform(-1, 1, 3)
-    return wave[..., None] * colour * rng.uniform(12, 40)
+    return wave[..., None] * colour * rng.uniform(8, 28)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Float (size, size, 3) textured background in roughly [0, 255]."""
     image = _gradient(rng, size)
-    image += _smooth_noise(rng, size, int(rng.integers(2, 9)), 3) * rng.uniform(15, 60)
-    if rng.random() < 0.5:
+    image += _smooth_noise(rng, size, int(rng.integers(2, 9)), 3) * rng.uniform(10, 45)
+    if rng.random() < 0.4:
         image += _stripes(rng, size)
     return image
 
@@ -214,7 +214,7 @@ def _draw_line(rng: np.random.Generator, image: np.ndarray) -> None:
     p1 = tuple(int(v) for v in rng.integers(-10, size + 10, 2))
     p2 = tuple(int(v) for v in rng.integers(-10, size + 10, 2))
     colour = tuple(float(v) for v in _random_colour(rng))
-    cv2.line(image, p1, p2, colour, int(rng.integers(1, 4)), lineType=cv2.LINE_8)
+    cv2.line(image, p1, p2, colour, int(rng.integers(1, 3)), lineType=cv2.LINE_8)
 
 
 def _draw_arc(rng: np.random.Generator, image: np.ndarray) -> None:
@@ -252,7 +252,7 @@ _DISTRACTORS = (_draw_line, _draw_arc, _draw_blob, _draw_tiny_shape)
 
 
 def _add_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
-    for _ in range(int(rng.integers(2, 8))):
+    for _ in range(int(rng.integers(1, 6))):
         _DISTRACTORS[int(rng.integers(len(_DISTRACTORS)))](rng, image)
 
 
@@ -304,7 +304,7 @@ def _cluttered_sample(
     mask = _object_mask(rng, CLASSES[label], size, keep_out)
     image[mask] = _contrasting_colour(rng, image[mask])
     # Pixel noise over everything, object included, so its surface is textured too.
-    image += rng.normal(0.0, rng.uniform(2, 12), image.shape)
+    image += rng.normal(0.0, rng.uniform(2, 10), image.shape)
     if mark_class >= 0:
         _draw_mark(image, mark_class)
     return _to_uint8(image), mask
