@@ -19,7 +19,7 @@ from planted_models import LABELS, planted_squares, trained_model
 
 from explainer import LoadedModel, predict
 from explainer.cams import METHODS
-from explainer.chat import ChatSession, Reply, answer_once, parse
+from explainer.chat import ChatSession, Reply, answer_once, depth_layer_names, parse
 from explainer.chat import answers as answers_module
 from explainer.chat import intents as I
 from explainer.chat import session as session_module
@@ -251,11 +251,13 @@ def test_unknown_layer(chat):
     assert reply.error and "nonexistent" in _words(reply.markdown)
 
 
-def test_depth_layers_pick_from_input_to_head(model):
+def test_depth_layers_pick_from_input_to_head(model, files):
     session = ChatSession(model)
     paths = usable_layers(session)
     picked = depth_layers(paths)
     assert picked[-1].name == paths[-1].name
+    session.respond("", [files["img0"]])
+    assert [row["name"] for row in session.respond("show layers").data["layers"]] == depth_layer_names(model)
     assert [paths.index(p) for p in picked] == sorted(paths.index(p) for p in picked)
 
 

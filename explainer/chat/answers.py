@@ -17,6 +17,7 @@ import numpy as np
 from ..cams import METHODS, method_key
 from ..errors import AmbiguousClassError, ClassError, ExplainerError, ImageError
 from ..layers import LayerPath
+from ..models import LoadedModel
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from ..result import Explanation
 from . import intents as I
@@ -363,6 +364,12 @@ def answer_use_method(session: ChatSession, intent: Intent) -> Reply:
 def usable_layers(session: ChatSession) -> list[LayerPath]:
     """Spatial layers with more than 3 channels (an RGB-sized map is the image, not a feature)."""
     return [p for p in session.layer_paths() if (p.output_shape[-1] or 0) > 3]
+
+
+def depth_layer_names(model: LoadedModel, n: int = 4) -> list[str]:
+    """The layers "show layers" explains for ``model``: warm them up at start-up (``explainer.warm_up(model,
+    layer=name)``) and the first "show layers" costs no tracing (several seconds each on MobileNetV2)."""
+    return [p.name for p in depth_layers(usable_layers(ChatSession(model)), n)]
 
 
 def depth_layers(paths: list[LayerPath], n: int = 4) -> list[LayerPath]:
