@@ -178,7 +178,8 @@ def _result(model, image, cam_map, raw, weights, logits, target, method, layer, 
     height, width = image.shape[:2]
     heatmap = upsample(cam_map, (height, width))
     probs = softmax(logits[None])[0]
-    order = np.argsort(-probs)[:top_k]
+    # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax.
+    order = np.argsort(-np.asarray(logits), kind="stable")[:top_k]
     return Explanation(
         image=image,
         heatmap=heatmap,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 
 from .errors import AmbiguousClassError, ClassError
@@ -67,8 +68,10 @@ def _word_matches(names: list[str], wanted: str) -> list[int]:
 
 
 def _fuzzy(labels: list[str], names: list[str], wanted: str, query: str) -> int:
-    scores = [_similarity(wanted, name) for name in names]
-    ranked = sorted(range(len(names)), key=lambda i: -scores[i])
+    scores = dict.fromkeys(range(len(names)), 0.0)
+    for i in _shortlist(names, wanted):  # the full comparison is slow over 1,000 labels
+        scores[i] = _similarity(wanted, names[i])
+    ranked = sorted(scores, key=lambda i: -scores[i])
     best = ranked[0] if ranked else None
     if best is not None and scores[best] >= _FUZZY_CUTOFF:
         ties = [i for i in ranked if scores[i] >= scores[best] - 0.02]
@@ -80,6 +83,24 @@ def _fuzzy(labels: list[str], names: list[str], wanted: str, query: str) -> int:
     close = [labels[i] for i in ranked[:3] if scores[i] >= 0.5]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ClassError(f"This model has no class called {query!r}.{hint}", close)
+
+
+def _shortlist(names: list[str], wanted: str, size: int = 12) -> set[int]:
+    """Labels with a whole name or word run close to the query, by difflib's cheap upper bounds first."""
+    owners = _spans(tuple(names), max(1, len(wanted.split())))
+    close = difflib.get_close_matches(wanted, list(owners), n=size, cutoff=0.5)
+    return {i for span in close for i in owners[span]}
+
+
+@functools.lru_cache(maxsize=16)
+def _spans(names: tuple[str, ...], n: int) -> dict[str, list[int]]:
+    """Every label and every run of ``n`` words in it, with the labels it comes from."""
+    owners: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        parts = name.split()
+        for span in {name, *(" ".join(parts[j : j + n]) for j in range(max(1, len(parts) - n + 1)))}:
+            owners.setdefault(span, []).append(i)
+    return owners
 
 
 def _similarity(wanted: str, name: str) -> float:
