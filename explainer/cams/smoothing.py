@@ -49,8 +49,14 @@ class EigenSmooth(BaseCAM):
         self.needs_gradients = self.method.needs_gradients
 
     def get_cam_image(self, batch: CamBatch) -> tuple[np.ndarray, np.ndarray | None]:
+        if not _has_terms(self.method):  # e.g. Eigen-CAM: already a projection, nothing to smooth
+            return self.method.get_cam_image(batch)
         terms, weights = contributions(self.method, batch)
         return first_component(terms), weights
+
+
+def _has_terms(method: BaseCAM) -> bool:
+    return hasattr(method, "get_contributions") or type(method).get_cam_weights is not BaseCAM.get_cam_weights
 
 
 def augment(image: np.ndarray) -> list[np.ndarray]:
