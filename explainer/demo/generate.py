@@ -24,7 +24,10 @@ any machine with the same numpy. Sample ``i`` of a seed does not depend on ``n``
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -490,3 +493,106 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
         "channel_std": x.std(axis=(1, 2)),
         "edge_density": (dx + dy) / 2,
     }
+
+
+# ----------------------------------------------------------------------------- app examples
+
+EXAMPLES_SEED = 4242
+
+
+@dataclass(frozen=True)
+class ExampleSpec:
+    """One committed example: which sample to pick and how to present it."""
+
+    file: str
+    model: str
+    question: str
+    caption: str
+    shape: str
+    seed: int = 0  # picks the sample; change it to show a different picture
+    plain: bool = False  # a plain dark shape on white instead of a cluttered sample
+    mark: str | None = None  # class named by the tag, None for no tag
+    expected: str | None = None  # what the model is expected to answer; defaults to the shape
+
+
+EXAMPLE_SPECS: tuple[ExampleSpec, ...] = (
+    ExampleSpec("shapes-star.png", "shapes", "What is this, and where does the model look?",
+                "a star among distractors", "star", seed=1),
+    ExampleSpec("shapes-triangle.png", "shapes", "Why does the model think so?",
+                "a triangle on a textured background", "triangle", seed=2),
+    ExampleSpec("shapes-cross.png", "shapes", "Where is the evidence?",
+                "a cross among lines and blobs", "cross", seed=3),
+    ExampleSpec("shapes-square.png", "shapes", "What does the model see?",
+                "a square on a noisy gradient", "square", seed=4),
+    ExampleSpec("plain-circle.png", "shapes", "Is this a circle?",
+                "a plain dark circle on white", "circle", plain=True),
+    ExampleSpec("shapes-tag-ignored.png", "shapes", "Does the tag in the corner fool the model?",
+                "a triangle with a tag that says circle: the honest model ignores the tag", "triangle",
+                mark="circle", seed=6),
+    ExampleSpec("shortcut-square-tag.png", "shapes-shortcut", "The model is right. Is it right for the right reason?",
+                "a square with its own (green) tag", "square", mark="square", seed=7),
+    ExampleSpec("shortcut-star-says-circle.png", "shapes-shortcut", "Why does the model say circle?",
+                "a star, but the tag says circle", "star", mark="circle", expected="circle", seed=8),
+    ExampleSpec("shortcut-cross-says-triangle.png", "shapes-shortcut", "Where does the model look?",
+                "a cross, but the tag says triangle", "cross", mark="triangle", expected="triangle", seed=9),
+)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def _example_image(spec: ExampleSpec) -> np.ndarray:
+    """The sample that ``spec`` names (its own seed, so the examples look different from each other)."""
+    if spec.plain:
+        return draw_plain_shape(spec.shape, 256, 256, diameter=150)[0]
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([EXAMPLES_SEED, spec.seed])))
+    mark = -1 if spec.mark is None else CLASSES.index(spec.mark)
+    return _cluttered_sample(rng, CLASSES.index(spec.shape), IMAGE_SIZE, mark)[0]
+
+
+def write_examples(out_dir: Path | str) -> list[dict]:
+    """Write the app's example PNGs and ``examples.json`` into ``out_dir``.
+
+    Each ``examples.json`` entry has ``file``, ``model``, ``question``, ``caption``, ``label``
+    (the shape), ``mark`` (class named by the tag, or null) and ``expected`` (the answer the
+    model should give: the tag's class for the shortcut model on a conflicting tag).
+
+    Parameters
+    ----------
+    out_dir : Path or str
+        Destination folder (created if missing).
+
+    Returns
+    -------
+    list of dict
+        The entries written to ``examples.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for spec in EXAMPLE_SPECS:
+        (out_dir / spec.file).write_bytes(_png_bytes(_example_image(spec)))
+        entries.append({"file": spec.file, "model": spec.model, "question": spec.question, "caption": spec.caption,
+                        "label": spec.shape, "mark": spec.mark, "expected": spec.expected or spec.shape})
+    (out_dir / "examples.json").write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m explainer.demo.generate``: rewrite the committed example images."""
+    from explainer.demo import EXAMPLES_DIR
+
+    parser = argparse.ArgumentParser(description="Write the demo example images and examples.json.")
+    parser.add_argument("--out", type=Path, default=EXAMPLES_DIR, help="output folder")
+    args = parser.parse_args(argv)
+    for entry in write_examples(args.out):
+        size = (args.out / entry["file"]).stat().st_size
+        print(f"{entry['file']:36s} {size / 1024:5.1f} KB  {entry['model']:16s} {entry['caption']}")
+
+
+if __name__ == "__main__":
+    main()
