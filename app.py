@@ -38,6 +38,8 @@ MAX_FILE_SIZE = "200mb"
 #: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
 ECHO_CHARS = 2000
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
+#: Pictures in answers are shown at least this wide, so a 128-pixel demo image is not a thumbnail.
+CSS = "#chatbot .bot-row img { min-width: min(320px, 100%); height: auto; }"
 PLACEHOLDER = (
     "### Ask a classifier what it looks at\n"
     "Upload an image (📎) and ask **why?**, **what is it?**, **how confident is it?**, **show the region**, "
@@ -47,7 +49,7 @@ PLACEHOLDER = (
 
 def launch_options() -> dict[str, Any]:
     """Keyword arguments of ``launch()`` shared by ``python app.py``, the tests and the benchmark."""
-    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": True}
+    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": True, "css": CSS}
 
 
 # ------------------------------------------------------------------------------------------ Reply -> messages
@@ -138,14 +140,15 @@ class Visit:
 class ChatApp:
     """Builds the Blocks and holds what all sessions share: the model shelf, the default model, the examples."""
 
-    def __init__(self, shelf: ModelShelf | None = None, preload_demos: bool = True):
+    def __init__(self, shelf: ModelShelf | None = None, preload: bool = True):
         self.shelf = shelf or ModelShelf()
         # The default model is loaded and warmed up now, at start-up, not on the first question.
         self.default_name, self.default, self.default_reason = load_default(self.shelf)
         self.builtins = builtin_choices(self.default_name)
         self.examples = [e for e in load_examples() if e.model in {"", *(n for _l, n in self.builtins)}]
-        if preload_demos:
-            self.shelf.preload(n for n in MODEL_NAMES if n in {name for _l, name in self.builtins})
+        if preload:
+            demos = [name for _label, name in self.builtins if name in MODEL_NAMES and name != self.default_name]
+            self.shelf.preload([self.default_name, *demos])
 
     # -------------------------------------------------------------------------------------------- sessions
 
@@ -204,6 +207,8 @@ class ChatApp:
             except ExplainerError as err:
                 gr.Warning(str(err))
                 return self.outputs(visit)
+            # The picker is the user's move: shown as their message, so the answers it brings are a turn apart.
+            visit.messages = without_options(visit.messages) + user_messages(f"Use the {key} model", [])
             self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
@@ -211,10 +216,11 @@ class ChatApp:
         """Load a user's model file (Keras safe mode) into this session's menu and switch to it."""
         visit = visit or self.new_visit()
         try:
-            _key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file))
+            key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file))
         except ExplainerError as err:
             raise gr.Error(str(err), title="The model was not loaded") from err
         visit.chat.model_names = tuple(visit.menu.names())
+        visit.messages = without_options(visit.messages) + user_messages(f"Use my model {key}", [])
         self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
@@ -337,17 +343,18 @@ class ChatApp:
                   preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
 
 
-def build_app(shelf: ModelShelf | None = None, preload_demos: bool = True) -> gr.Blocks:
+def build_app(shelf: ModelShelf | None = None, preload: bool = True) -> gr.Blocks:
     """The app, with the default model loaded and warmed up.
 
     Parameters
     ----------
     shelf : ModelShelf, optional
         Where built-in models are loaded and shared (a fresh one by default).
-    preload_demos : bool
-        Also load the bundled demo models in the background, so the first example click is fast.
+    preload : bool
+        Then, in the background, also load the bundled demo models and trace the layers "show layers" explains,
+        so the first example click and the first "show layers" are fast.
     """
-    return ChatApp(shelf, preload_demos).build()
+    return ChatApp(shelf, preload).build()
 
 
 def main() -> None:

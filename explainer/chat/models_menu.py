@@ -58,12 +58,19 @@ class ModelShelf:
             return list(self._models)
 
     def preload(self, names: Iterable[str]) -> threading.Thread:
-        """Load and warm up ``names`` in a background thread (failures are logged, not raised)."""
+        """In a background thread, load and warm up ``names`` and trace the layers "show layers" uses.
+
+        Tracing a layer takes seconds on a large model, too long for start-up but too long for a first question
+        too; failures are logged, not raised.
+        """
+        from .answers import depth_layer_names
 
         def run() -> None:
             for name in names:
                 try:
-                    self.get(name)
+                    model = self.get(name)
+                    for layer in depth_layer_names(model):
+                        warm_up(model, layer=layer)
                 except Exception:  # a broken optional model must not take the app down
                     logger.warning("could not preload model %r", name, exc_info=True)
 
