@@ -4,19 +4,26 @@ Thin wiring only: every answer comes from :class:`explainer.chat.ChatSession` (o
 ``gr.State``), and the functions here only turn its :class:`~explainer.chat.Reply` into chat messages and
 component values. Two endpoints are public: ``/chat`` (one chat turn: a multimodal message in, the conversation
 out) and ``/explain`` (one image and question in: the Markdown answer, the overlay and the facts as JSON).
+
+A ``gr.Blocks`` with ``gr.Chatbot`` + ``gr.MultimodalTextbox`` rather than ``gr.ChatInterface``: the model picker,
+the model upload and the examples all speak in the same conversation, and the conversation lives on the server
+(so ``/chat`` takes just the new message, and an API client keeps its conversation like a browser does).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio import processing_utils
+import numpy as np
+from PIL import Image as PILImage
 
 from explainer.cams import METHODS
 from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
@@ -55,10 +62,26 @@ def launch_options() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ Reply -> messages
 
 
-def picture(image, caption: str) -> gr.Image:
-    """A chat picture: encoded to PNG once, so later turns resend a file path instead of re-encoding pixels."""
-    path = processing_utils.save_img_array_to_cache(image, gr.utils.get_cache_folder(), format="png")
-    return gr.Image(value=path, label=caption, alt_text=caption, show_label=True, format="png",
+def picture_file(image: np.ndarray) -> str:
+    """``image`` as a file in Gradio's cache, named by its pixels (an answer shown again is not encoded again).
+
+    JPEG at quality 92 without chroma subsampling: indistinguishable from the original on a heatmap overlay, and
+    3–5 ms to write a 640×480 picture where PNG takes 30–50 ms, a cost every "why?" would pay.
+    """
+    pixels = np.ascontiguousarray(image, np.uint8)
+    digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+    path = Path(gr.utils.get_cache_folder()) / "pictures" / f"{digest}.jpg"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{threading.get_ident()}.part")
+        PILImage.fromarray(pixels).save(partial, format="jpeg", quality=92, subsampling=0)
+        partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    return str(path)
+
+
+def picture(image: np.ndarray, caption: str) -> gr.Image:
+    """A chat picture: written once as a file, so later turns resend its path instead of re-encoding pixels."""
+    return gr.Image(value=picture_file(image), label=caption, alt_text=caption, show_label=True, format="jpeg",
                     buttons=["download", "fullscreen"])
 
 
@@ -140,15 +163,17 @@ class Visit:
 class ChatApp:
     """Builds the Blocks and holds what all sessions share: the model shelf, the default model, the examples."""
 
-    def __init__(self, shelf: ModelShelf | None = None, preload: bool = True):
+    def __init__(self, shelf: ModelShelf | None = None):
         self.shelf = shelf or ModelShelf()
         # The default model is loaded and warmed up now, at start-up, not on the first question.
         self.default_name, self.default, self.default_reason = load_default(self.shelf)
         self.builtins = builtin_choices(self.default_name)
         self.examples = [e for e in load_examples() if e.model in {"", *(n for _l, n in self.builtins)}]
-        if preload:
-            demos = [name for _label, name in self.builtins if name in MODEL_NAMES and name != self.default_name]
-            self.shelf.preload([self.default_name, *demos])
+
+    def preload(self) -> None:
+        """In the background: the demo models, and the layers "show layers" explains (start this once serving)."""
+        demos = [name for _label, name in self.builtins if name in MODEL_NAMES and name != self.default_name]
+        self.shelf.preload([self.default_name, *demos])
 
     # -------------------------------------------------------------------------------------------- sessions
 
@@ -343,23 +368,19 @@ class ChatApp:
                   preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
 
 
-def build_app(shelf: ModelShelf | None = None, preload: bool = True) -> gr.Blocks:
-    """The app, with the default model loaded and warmed up.
-
-    Parameters
-    ----------
-    shelf : ModelShelf, optional
-        Where built-in models are loaded and shared (a fresh one by default).
-    preload : bool
-        Then, in the background, also load the bundled demo models and trace the layers "show layers" explains,
-        so the first example click and the first "show layers" are fast.
-    """
-    return ChatApp(shelf, preload).build()
+def build_app(shelf: ModelShelf | None = None) -> gr.Blocks:
+    """The app, with the default model loaded and warmed up (:class:`ChatApp` gives access to its parts)."""
+    return ChatApp(shelf).build()
 
 
 def main() -> None:
+    """Serve the app; once it answers, load the demo models and trace more layers in the background."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    build_app().launch(**launch_options())
+    chat_app = ChatApp()
+    demo = chat_app.build()
+    demo.launch(prevent_thread_lock=True, **launch_options())
+    chat_app.preload()  # after start-up, so it does not delay it; the first example click is then fast too
+    demo.block_thread()
 
 
 if __name__ == "__main__":
