@@ -282,7 +282,8 @@ class ChatApp:
 
     def build(self) -> gr.Blocks:
         """The Blocks: a chat tab (model picker, own model upload, settings, examples) and a one-question tab."""
-        with gr.Blocks(title=TITLE, fill_height=True) as demo:
+        # analytics_enabled=False: no telemetry or version check, the app makes no network calls of its own.
+        with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as demo:
             visit = gr.State(None)
             gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
                         "heatmaps with text filled in from measured numbers: no language model, no network.")
