@@ -60,6 +60,17 @@ def last_turn(messages: list[dict]) -> list[dict]:
     return messages[at + 1:]
 
 
+def bot_turns(messages: list[dict]) -> list[list[dict]]:
+    """The bot's answers, each the list of its messages between two user turns."""
+    turns: list[list[dict]] = []
+    for before, message in zip([None, *messages], messages, strict=False):
+        if message["role"] == "assistant":
+            if before is None or before["role"] == "user":
+                turns.append([])
+            turns[-1].append(message)
+    return turns
+
+
 def texts(messages: list[dict]) -> str:
     """All text of ``messages``, escapes removed, one message a line."""
     parts = [c["text"] for m in messages for c in m["content"] if c.get("type") == "text"]

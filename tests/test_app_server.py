@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from app_server import (
+    bot_turns,
     fetch_image,
     last_turn,
     options,
@@ -150,19 +151,18 @@ def test_scripted_conversation(url, images):
 
 def test_two_sessions_keep_their_own_images(url, images):
     alice, bob = new_client(url), new_client(url)
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(say, alice, "why?", images["circle"])
-        second = pool.submit(say, bob, "why?", images["square"])
-        alice_reply, bob_reply = last_turn(first.result()), last_turn(second.result())
-    assert "circle" in texts(alice_reply).split("\n")[0] and "square" in texts(bob_reply).split("\n")[0]
-    assert pictures(alice_reply)[0]["url"] != pictures(bob_reply)[0]["url"]
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(say, alice, "what is it?")
-        second = pool.submit(say, bob, "what is it?")
-        alice_conversation, bob_conversation = first.result(), second.result()
-    assert "circle" in texts(last_turn(alice_conversation)).split("\n")[0]
-    assert "square" in texts(last_turn(bob_conversation)).split("\n")[0]
-    assert "square" not in texts(alice_conversation).split("\n")[0]
+    script = [("why?", [images["circle"]], [images["square"]]), ("what is it?", [], []), ("show the region", [], [])]
+    for question, alice_uploads, bob_uploads in script:
+        with ThreadPoolExecutor(2) as pool:  # both visitors at the same time
+            first = pool.submit(say, alice, question, *alice_uploads)
+            second = pool.submit(say, bob, question, *bob_uploads)
+            alice_conversation, bob_conversation = first.result(), second.result()
+    alice_turns, bob_turns = bot_turns(alice_conversation), bot_turns(bob_conversation)
+    assert len(alice_turns) == len(bob_turns) == 3
+    assert all("circle" in texts(turn).split("\n")[0] for turn in alice_turns[:2])
+    assert all("square" in texts(turn).split("\n")[0] for turn in bob_turns[:2])
+    alice_pictures = {p["url"] for p in pictures(alice_conversation)}
+    assert alice_pictures and not alice_pictures & {p["url"] for p in pictures(bob_conversation)}
     carol = new_client(url)  # a third visitor has no image at all
     assert "upload" in texts(last_turn(say(carol, "why?"))).lower()
 
