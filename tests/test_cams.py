@@ -133,10 +133,11 @@ def test_scorecam_top_n_scores_only_the_most_varied_channels(images):
     assert np.count_nonzero(result.channel_weights) >= 1
 
 
-def test_eigencam_is_the_first_principal_component(flatten_net, images):
+@pytest.mark.parametrize("channels", [5, 80])  # fewer and more channels than the 8×8 = 64 positions
+def test_eigencam_is_the_first_principal_component(channels, images):
     """Per image: centred activations projected on the first right singular vector of NumPy's SVD, sign such that
     the map agrees with the channel sum; and the same whatever class is asked about."""
-    full, features, _head = flatten_net
+    full, features, _head = small_cnn("flatten", channels=channels, seed=4)
     model = load_model(full, preprocess="unit")
     acts = features(model.prepare(images)).numpy().astype(np.float64)
     for i, image in enumerate(images):

@@ -16,24 +16,30 @@ def first_component(features: np.ndarray) -> np.ndarray:
     """Project B×h×w×K features on each image's first principal component over positions, sign-fixed → B×h×w.
 
     Equals ``U[:, 0] · S[0]`` of the SVD of the centred h·w × K matrix, computed from the top eigenvector of the
-    smaller Gram matrix with TensorFlow: NumPy's SVD/eigh call multithreaded OpenBLAS, which on 2 CPUs shared with
-    TensorFlow's threads took 16–400 ms for a 49 × 1280 matrix instead of under 1 ms.
+    smaller Gram matrix. The Gram matrix comes from ``np.einsum`` (plain C loops) and the eigenvector from
+    TensorFlow: NumPy's SVD/eigh call multithreaded OpenBLAS, which on 2 CPUs shared with TensorFlow's threads
+    took 16–400 ms for a 49 × 1280 matrix instead of about 1 ms.
     """
     b, h, w, k = features.shape
-    rows = tf.reshape(tf.constant(features, tf.float64), (b, h * w, k))
-    centred = rows - tf.reduce_mean(rows, axis=1, keepdims=True)
-    by_position = h * w <= k
-    gram = tf.linalg.matmul(centred, centred, transpose_a=not by_position, transpose_b=by_position)
-    values, vectors = tf.linalg.eigh(gram)  # ascending: the last one is the first component
-    if by_position:
-        projection = vectors[:, :, -1] * tf.sqrt(tf.maximum(values[:, -1:], 0.0))
+    rows = features.reshape(b, h * w, k).astype(np.float32)
+    centred = rows - rows.mean(axis=1, keepdims=True)
+    if h * w <= k:
+        gram = np.einsum("bpk,bqk->bpq", centred, centred)
+        values, vectors = _top_eigenpair(gram)
+        projection = vectors * np.sqrt(np.maximum(values, 0.0))[:, None]
     else:
-        projection = tf.linalg.matvec(centred, vectors[:, :, -1])
-    projection = projection.numpy()
-    total = rows.numpy().sum(axis=2)
+        _values, vectors = _top_eigenpair(np.einsum("bpk,bpl->bkl", centred, centred))
+        projection = np.einsum("bpk,bk->bp", centred, vectors.astype(np.float32))
+    total = rows.sum(axis=2)
     total = total - total.mean(axis=1, keepdims=True)
     sign = np.where(np.einsum("bp,bp->b", projection, total) < 0, -1.0, 1.0)
     return (projection * sign[:, None]).reshape(b, h, w).astype(np.float32)
+
+
+def _top_eigenpair(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest eigenvalue (B) and its unit eigenvector (B×n) of each symmetric n×n matrix."""
+    values, vectors = tf.linalg.eigh(tf.constant(gram, tf.float64))  # ascending order
+    return values.numpy()[:, -1], vectors.numpy()[:, :, -1]
 
 
 class EigenCAM(BaseCAM):
