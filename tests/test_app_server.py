@@ -414,3 +414,12 @@ def test_shortcut_example_switches_model_and_answers(chat_app):
     messages, _box, picker, *_settings, _visit = _last(chat_app.run_example(index, None))
     assert picker.value == "shapes-shortcut"
     assert "shapes-shortcut" in _bot_text(messages) and any(isinstance(m["content"], gr.Image) for m in messages)
+
+
+def test_clearing_starts_over_with_the_same_model_and_settings(chat_app, visit):
+    visit.chat.set_model(chat_app.shelf.get("shapes-shortcut"))
+    visit.chat.update_settings(opacity=0.7)
+    messages, _box, picker, *_settings, fresh = chat_app.clear(visit)
+    assert messages == [] and fresh.chat.current is None
+    assert picker.value == "shapes-shortcut" and fresh.chat.settings.opacity == 0.7
+    assert "upload" in _bot_text(_last(chat_app.chat_turn({"text": "why?", "files": []}, fresh))[0]).lower()
