@@ -70,6 +70,7 @@ class Recipe:
     epochs: int
     shortcut: bool = False
     plain_fraction: float = 0.0
+    augment: bool = False  # random flips and quarter turns (not for the shortcut: its tag has a fixed corner)
     learning_rate: float = 2e-3
     batch_size: int = 32
 
@@ -85,6 +86,7 @@ RECIPES: dict[str, Recipe] = {
         n_images=8000,
         epochs=10,
         plain_fraction=0.2,
+        augment=True,
     ),
     "shapes-shortcut": Recipe(
         name="shapes-shortcut",
@@ -140,13 +142,13 @@ def build_model(n_classes: int = len(CLASSES), size: int = IMAGE_SIZE) -> keras.
     return keras.Model(inputs, outputs, name="shapes_cnn")
 
 
-def _high_pass(x: keras.KerasTensor, cell: int = 8) -> keras.KerasTensor:
+def _high_pass(x: keras.KerasTensor, cell: int = 4) -> keras.KerasTensor:
     """Image minus its smooth local mean (``cell``-pixel average pooling, bilinear upsampling).
 
     Without it (or with the raw image beside it) the network barely starts learning on
     backgrounds whose colour and gradient change from image to image: the shape lives in
-    local contrast, not in absolute colour. Small marks keep their colour: they are far
-    smaller than the averaging cell.
+    local contrast, not in absolute colour. The cell is small so that an object's contrast
+    does not spill far into its surroundings (a wide halo drew the maps off the objects).
     """
     local_mean = keras.layers.AveragePooling2D(cell, name="local_mean")(x)
     local_mean = keras.layers.UpSampling2D(cell, interpolation="bilinear", name="local_mean_up")(local_mean)
@@ -187,6 +189,37 @@ def reference_statistics(train_images: np.ndarray, held_out_probabilities: np.nd
     }
 
 
+def dihedral_augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image turned by a random multiple of 90 degrees and mirrored half the time.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        ``(n, H, W, C)`` square images.
+    rng : np.random.Generator
+        Source of the random choices.
+
+    Returns
+    -------
+    np.ndarray
+        A new array of the same shape.
+    """
+    out = np.empty_like(images)
+    codes = rng.integers(0, 8, len(images))
+    for code in range(8):
+        chosen = codes == code
+        turned = np.rot90(images[chosen], code % 4, axes=(1, 2))
+        out[chosen] = turned[:, :, ::-1] if code >= 4 else turned
+    return out
+
+
+def save_without_optimizer(model: keras.Model, path: Path) -> None:
+    """Save an uncompiled copy: the optimizer state would triple the file for nothing."""
+    clean = build_model(model.output_shape[-1], model.input_shape[1])
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
 def _dataset(recipe: Recipe, n: int, seed: int) -> ShapesData:
     return make_dataset(n, seed, shortcut=recipe.shortcut, plain_fraction=recipe.plain_fraction)
 
@@ -223,8 +256,11 @@ def train(recipe: Recipe, out_dir: Path = MODELS_DIR, verbose: int = 2) -> dict:
     model = build_model()
     model.compile(optimizer=keras.optimizers.Adam(_schedule(recipe)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data.images, data.labels, batch_size=recipe.batch_size, epochs=recipe.epochs,
-              validation_data=(held_out.images, held_out.labels), shuffle=True, verbose=verbose)
+    augment_rng = np.random.default_rng(recipe.seed)
+    for epoch in range(recipe.epochs):
+        images = dihedral_augment(data.images, augment_rng) if recipe.augment else data.images
+        model.fit(images, data.labels, batch_size=recipe.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                  validation_data=(held_out.images, held_out.labels), shuffle=True, verbose=verbose)
 
     probabilities = model.predict(held_out.images, batch_size=128, verbose=0)
     accuracy = float((probabilities.argmax(axis=1) == held_out.labels).mean())
@@ -246,7 +282,7 @@ def train(recipe: Recipe, out_dir: Path = MODELS_DIR, verbose: int = 2) -> dict:
         "reference": reference_statistics(data.images, probabilities),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / f"{recipe.name}.keras")
+    save_without_optimizer(model, out_dir / f"{recipe.name}.keras")
     (out_dir / f"{recipe.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     print(f"[{recipe.name}] held-out accuracy {accuracy:.4f}, "
           f"total {time.perf_counter() - started:.0f} s", flush=True)
