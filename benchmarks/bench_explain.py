@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from common import median_ms, mobilenet_v2, photo, report
-
-import explainer  # noqa: I001
 import keras
 import numpy as np
 import tensorflow as tf
+from common import median_ms, mobilenet_v2, photo, report
+
+import explainer
 
 
 def keras_example_gradcam(model: keras.Model, x: np.ndarray, layer: str = "out_relu") -> np.ndarray:

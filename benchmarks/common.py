@@ -12,11 +12,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import explainer  # noqa: E402
+import explainer
 
 # isort: split
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 3) -> float:
