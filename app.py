@@ -45,8 +45,13 @@ MAX_FILE_SIZE = "200mb"
 #: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
 ECHO_CHARS = 2000
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
-#: Pictures in answers are shown at least this wide, so a 128-pixel demo image is not a thumbnail.
-CSS = "#chatbot .bot-row img { min-width: min(320px, 100%); height: auto; }"
+#: Pictures in answers: at least 320 px wide (a 128-pixel demo image is not a thumbnail), and below their caption
+#: rather than under it.
+CSS = """
+#chatbot .bot-row .image-container { padding-top: 2.4em; }
+#chatbot .bot-row .image-frame { min-width: min(320px, 100%); }
+#chatbot .bot-row .image-frame img { width: 100%; height: auto; max-height: 420px; object-fit: contain; }
+"""
 PLACEHOLDER = (
     "### Ask a classifier what it looks at\n"
     "Upload an image (📎) and ask **why?**, **what is it?**, **how confident is it?**, **show the region**, "
