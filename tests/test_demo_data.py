@@ -90,7 +90,7 @@ def test_cluttered_objects_are_much_bigger_than_distractor_shapes():
     data = make_dataset(40, seed=8)
     longest_side = data.boxes[:, 2:].max(axis=1)
     assert longest_side.min() >= MIN_DIAMETER * 0.6 > TINY_MAX_DIAMETER
-    assert longest_side.max() <= MAX_DIAMETER + 2
+    assert longest_side.max() <= MAX_DIAMETER * 1.07 + 1  # a cross's corners reach 1.06 radii
 
 
 def test_object_pixels_differ_from_their_surroundings():
