@@ -31,6 +31,24 @@ def median_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 3) -> f
     return statistics.median(times)
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> list[tuple[str, float]]:
+    """Median wall time of each function in ms, timed in turn within each round.
+
+    On a shared 2-CPU machine the load drifts during a run; timing the contenders side by side in every round keeps
+    their ratios fair even when the absolute numbers move.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return [(name, statistics.median(values)) for name, values in times.items()]
+
+
 def mobilenet_v2(size: int = 224) -> explainer.LoadedModel:
     """MobileNetV2 with random weights (ImageNet weights cannot be downloaded here; speed does not depend on them)."""
     keras.utils.set_random_seed(0)
