@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 
-from common import median_ms, mobilenet_v2, photo, report  # first: puts the project on sys.path
+from common import interleaved_ms, median_ms, mobilenet_v2, photo, report  # first: puts the project on sys.path
 
 # isort: split
 import numpy as np
@@ -28,20 +25,6 @@ TARGETS = {"gradcam++": 1.5, "hirescam": 1.5, "xgradcam": 1.5, "layercam": 1.5, 
            "scorecam top-64": 15.0}
 
 
-def interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median ms of each call, timed round-robin so that load from other processes hits every row alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def method_rows(model, image, repeats: int) -> list[tuple[str, float]]:
     x = tf.constant(model.prepare([image]))
     forward = tf.function(lambda batch: model.keras_model(batch, training=False),
@@ -52,8 +35,8 @@ def method_rows(model, image, repeats: int) -> list[tuple[str, float]]:
     slow = {"compiled forward": fast["compiled forward"]}
     slow.update({f"scorecam top-{n}": lambda n=n: explainer.explain(model, image, method=ScoreCAM(top_n=n))
                  for n in (16, 32, 64)})
-    fast_ms = interleaved_ms(fast, repeats)
-    slow_ms = interleaved_ms(slow, max(3, repeats // 6), warmup=1)
+    fast_ms = dict(interleaved_ms(fast, repeats, warmup=2))
+    slow_ms = dict(interleaved_ms(slow, max(3, repeats // 6), warmup=1))
     scale = fast_ms["compiled forward"] / slow_ms["compiled forward"]  # put both groups on the same footing
     return [*fast_ms.items(), *((name, ms * scale) for name, ms in slow_ms.items() if name != "compiled forward")]
 
