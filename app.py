@@ -207,6 +207,12 @@ class ChatApp:
             return
         visit.messages = without_options(visit.messages) + user_messages(text, files)
         yield self.outputs(visit, busy=True)
+        note = visit.chat.progress_note(text)
+        if note:  # slow answers (Score-CAM, trust check, comparisons) say what they are doing meanwhile
+            asked = visit.messages
+            visit.messages = [*asked, {"role": "assistant", "content": note}]
+            yield self.outputs(visit, busy=True)
+            visit.messages = asked
         self.show(visit, visit.chat.respond(text, files))
         yield self.outputs(visit)
 

@@ -576,3 +576,15 @@ def test_vocab_is_built_from_the_model(chat):
     vocab = answers_module.vocab(chat)
     assert isinstance(vocab, Vocab) and tuple(vocab.labels) == tuple(LABELS)
     assert chat.default_layer() in vocab.layers
+
+
+def test_slow_answers_announce_progress():
+    from explainer import load_model
+
+    session = ChatSession(load_model("shapes"))
+    assert "hiding the highlighted region" in session.progress_note("is this trustworthy?")
+    assert "7 maps" in session.progress_note("compare methods")
+    assert session.progress_note("why?") is None and session.progress_note("what is it?") is None
+    session.update_settings(method="scorecam")
+    assert "Score-CAM" in session.progress_note("why?")
+    assert session.progress_note("what is it?") is None

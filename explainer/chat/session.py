@@ -178,6 +178,16 @@ class ChatSession:
 
     # ------------------------------------------------------------------------------------------ the entry point
 
+    def progress_note(self, text: str | None) -> str | None:
+        """A line to show while a slow answer (trust check, method comparison, layers, Score-CAM) is computed."""
+        from ..cams import METHODS
+        from .intents import parse
+        from .text import render
+
+        note = render("progress", intent=parse(text or "").name, method=self.settings.method,
+                      n_methods=len(METHODS)).strip()
+        return note or None
+
     def respond(self, text: str | None = "", files: Sequence[Any] = ()) -> Reply:
         """Answer one message: ``text`` (may be empty) plus uploaded ``files`` (may be empty).
 
