@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ class LoadedModel:
     @property
     def labels(self) -> list[str]:
         return self.info.labels
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key for this model (layer lists, vocabularies...), shared by all its users."""
+        key = ("memo", key)
+        if key not in self._compiled:
+            value = compute()  # outside the lock: compute() may itself need the model's compiled functions
+            with self._lock:
+                self._compiled.setdefault(key, value)
+        return self._compiled[key]
 
     def prepare(self, images: list[np.ndarray]) -> np.ndarray:
         """Resize (stretch, no crop) and preprocess RGB ``uint8`` images into one float32 model batch."""

@@ -588,3 +588,14 @@ def test_slow_answers_announce_progress():
     session.update_settings(method="scorecam")
     assert "Score-CAM" in session.progress_note("why?")
     assert session.progress_note("what is it?") is None
+
+
+def test_model_facts_are_shared_by_every_conversation():
+    """A new visitor does not walk the model's layers again: vocabularies and layer lists live on the model."""
+    from explainer import load_model
+    from explainer.chat.answers import vocab
+
+    model = load_model("shapes")
+    first, second = ChatSession(model), ChatSession(model)
+    assert vocab(first) is vocab(second)
+    assert first.layer_paths() is second.layer_paths()

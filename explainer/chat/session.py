@@ -405,9 +405,8 @@ class ChatSession:
         return self._model_fact("default_layer", lambda: resolve_layer(self.model.keras_model, None).name)
 
     def _model_fact(self, name: Hashable, compute: Callable[[], Any]) -> Any:
-        key = ("model", id(self.model), name)
-        found = self._facts.get(key)
-        return found if found is not None else self._facts.put(key, compute())
+        """A fact derived from the model alone, kept on the (shared) model so every conversation reuses it."""
+        return self.model.memo(("chat", name), compute)
 
     # ------------------------------------------------------------------------------------------------ copying
 
