@@ -35,8 +35,8 @@ from PIL import Image
 import app
 import explainer
 from explainer.chat import ChatSession
+from explainer.demo import model_path
 from explainer.demo.generate import draw_plain_shape
-from explainer.models import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,11 +140,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         bench_model("MobileNetV2 224×224 (random weights)", mobilenet_v2(), Path(folder), args.repeats)
-        if (DEMO_DIR / "shapes.keras").is_file():
+        if model_path("shapes").is_file():
             bench_model("shapes 128×128 (bundled demo model)", explainer.load_model("shapes"), Path(folder),
                         args.repeats)
         else:
-            print(f"\nshapes: skipped, {DEMO_DIR / 'shapes.keras'} is missing")
+            print(f"\nshapes: skipped, {model_path('shapes')} is missing")
     if args.startup_runs:
         runs = [startup_seconds() for _ in range(args.startup_runs)]
         ready = statistics.median(runs)

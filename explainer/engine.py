@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .cams import CamBatch, get_method
+from .cams.base import softmax
 from .errors import ExplainerError
 from .graph import Replay
 from .images import load_image
@@ -91,12 +92,6 @@ def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.
 def predict(model: LoadedModel, images: list[np.ndarray]) -> np.ndarray:
     """Softmax probabilities (N×C) for RGB images of any size."""
     return softmax(forward(model, model.prepare(images)))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def warm_up(model: LoadedModel, method: str = "gradcam", layer: str | None = None) -> None:

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from .cams import get_method
+from .cams.base import softmax
 from .engine import explain, forward, predict
 from .images import load_image
 from .layers import walk
@@ -292,10 +293,7 @@ def _baseline(raw: np.ndarray, kind: str) -> np.ndarray:
 
 def _probability(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Softmax probability of each row's own target."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return np.exp(z[np.arange(len(z)), targets] - log_norm).astype(np.float32)
+    return softmax(logits)[np.arange(len(logits)), targets]
 
 
 # --------------------------------------------------------------------------------- confidence (Grad-CAM++)

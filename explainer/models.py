@@ -19,12 +19,12 @@ import cv2
 import keras
 import numpy as np
 
+from .demo import MODEL_NAMES as DEMO_MODELS
+from .demo import model_path as demo_model_path
 from .errors import ModelError
 from .images import load_image
 
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
-DEMO_DIR = Path(__file__).parent / "demo" / "models"
-DEMO_MODELS = ("shapes", "shapes-shortcut")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 _IMAGENET_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
@@ -158,7 +158,7 @@ def default_model() -> tuple[str, str]:
 def _load_spec(spec: str) -> tuple[keras.Model, dict, str]:
     name = spec.strip()
     if name.lower() in DEMO_MODELS:
-        path = DEMO_DIR / f"{name.lower()}.keras"
+        path = demo_model_path(name.lower())
         return load_model_file(path), read_sidecar(path), name.lower()
     path = Path(name).expanduser()
     if path.suffix.lower() in MODEL_SUFFIXES or path.exists():

@@ -8,7 +8,7 @@ import pytest
 from conftest import gap_cnn
 
 from explainer import ClassError, explain, load_model
-from explainer.engine import softmax
+from explainer.cams.base import softmax
 
 
 def _features_and_weights(model: keras.Model, x: np.ndarray):

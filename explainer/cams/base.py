@@ -74,3 +74,10 @@ def normalize(maps: np.ndarray) -> np.ndarray:
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return np.where(span > _EPS, (maps - low) / np.maximum(span, _EPS), 0.0).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed in float64 (stable for large logits), returned as float32."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)

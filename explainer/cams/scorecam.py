@@ -14,10 +14,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import BaseCAM, CamBatch
+from .base import BaseCAM, CamBatch, normalize, softmax
 
 DEFAULT_TOP_N = 64
-_EPS = 1e-7
 _CV_CHANNELS = 512  # cv2.resize handles at most this many channels at once
 
 
@@ -57,7 +56,7 @@ class ScoreCAM(BaseCAM):
                 chosen = channels[start : start + self.batch_size]
                 masks = channel_masks(acts[..., chosen], inputs.shape[:2])  # n×H×W
                 logits = batch.forward(inputs[None] * masks[..., None])
-                weights[i, chosen] = target_probability(logits, int(target))
+                weights[i, chosen] = softmax(logits)[:, int(target)]
         return weights
 
 
@@ -70,13 +69,4 @@ def channel_masks(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                    interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
         for i in range(0, maps.shape[-1], _CV_CHANNELS)
     ], axis=-1).transpose(2, 0, 1)
-    low = up.min(axis=(1, 2), keepdims=True)
-    span = up.max(axis=(1, 2), keepdims=True) - low
-    return np.where(span > _EPS, (up - low) / np.maximum(span, _EPS), 0.0).astype(np.float32)
-
-
-def target_probability(logits: np.ndarray, target: int) -> np.ndarray:
-    """Softmax probability of ``target`` for each row of logits (numerically stable)."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return np.exp(z[:, target] - np.log(np.exp(z).sum(axis=1))).astype(np.float32)
+    return normalize(up)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import zoo
+from ..demo import model_path
 from ..engine import warm_up
 from ..errors import ModelError
-from ..models import DEMO_DIR, DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
+from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def builtin_choices(default: str) -> list[tuple[str, str]]:
     """
     choices: list[tuple[str, str]] = [(_label(default) + " · default", default)]
     for name in DEMO_MODELS:
-        if name != default and (DEMO_DIR / f"{name}.keras").is_file():
+        if name != default and model_path(name).is_file():
             choices.append((_label(name), name))
     for name, entry in zoo.ZOO.items():
         if name == default:
