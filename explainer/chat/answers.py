@@ -19,9 +19,9 @@ from ..errors import AmbiguousClassError, ClassError, ExplainerError, ImageError
 from ..layers import LayerPath
 from ..models import LoadedModel
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
-from ..result import Explanation
+from ..result import Explanation, Prediction
 from . import intents as I
-from .checks import deletion_scores, occlusion_check, out_of_distribution
+from .checks import Structure, deletion_scores, image_structure, occlusion_check, out_of_distribution
 from .intents import METHOD_NAMES, Intent, Vocab, parse
 from .reply import Reply
 from .session import ChatSession, ImageEntry, SettingError
@@ -50,6 +50,10 @@ COLORMAP_ENDS = {
 #: Methods whose map is the same for every class.
 CLASS_AGNOSTIC = frozenset({"eigencam"})
 MAX_COMPARED = 6
+#: The head whose labels are independent findings (each with its own probability and a decision threshold).
+MULTILABEL = "multilabel"
+#: A finding this close to the decision threshold (in probability) is "close": a small change could flip it.
+NEAR_THRESHOLD = 0.1
 
 Answer = Callable[[ChatSession, Intent], Reply]
 
@@ -58,8 +62,16 @@ Answer = Callable[[ChatSession, Intent], Reply]
 
 
 def respond(session: ChatSession, text: str, files: list) -> Reply:
-    """Add the uploaded images, read the message and answer it (errors propagate to :meth:`ChatSession.respond`)."""
+    """Add the uploaded images, read the message and answer it (errors propagate to :meth:`ChatSession.respond`).
+
+    Notes the image loader made about a new upload (e.g. which frame of a multi-frame DICOM file is explained)
+    open the answer, whatever the question was.
+    """
     added, problems = _add_images(session, files)
+    return _with_notes(_answer(session, text, added, problems), added)
+
+
+def _answer(session: ChatSession, text: str, added: list[ImageEntry], problems: list[tuple[str, str]]) -> Reply:
     intent = parse(text, vocab(session))
     if problems:
         return bad_image_reply(session, problems, added)
@@ -79,6 +91,14 @@ def respond(session: ChatSession, text: str, files: list) -> Reply:
     if intent.name in NEEDS_IMAGE and session.current is None:
         return no_image_reply(session, intent)
     return ANSWERS[intent.name](session, intent)
+
+
+def _with_notes(reply: Reply, added: list[ImageEntry]) -> Reply:
+    noted = [{"number": e.number, "notes": list(e.notes)} for e in added if getattr(e, "notes", None)]
+    if noted:
+        reply.markdown = render("image_notes", entries=noted) + "\n\n" + reply.markdown
+        reply.data["image_notes"] = noted
+    return reply
 
 
 def _add_images(session: ChatSession, files: list) -> tuple[list[ImageEntry], list[tuple[str, str]]]:
@@ -148,7 +168,8 @@ def suggestions_for(session: ChatSession, result: Explanation | None, *skip: str
     """Follow-ups that make sense after an answer about ``result`` (skipping the intents in ``skip``)."""
     options: list[tuple[str, str]] = []
     if result is not None:
-        runner = next((p for p in result.predictions if p.index != result.target_index), None)
+        runner = next((p for p in result.predictions if p.index != result.target_index
+                       and not (is_multilabel(result) and p.probability >= result.decision_threshold)), None)
         if not result.is_top:
             options.append((I.WHY, "Why?"))
         options += [(I.CONFIDENCE, "How confident is it?"), (I.TRUST, "Does it hold up?"),
@@ -166,34 +187,104 @@ def _ood(session: ChatSession, result: Explanation):
     return session.fact(("ood",), lambda: out_of_distribution(session.model, result))
 
 
+def _structure(session: ChatSession) -> Structure:
+    """How much the current image varies, as the model sees it (blank images get a warning)."""
+    return session.fact(("structure",), lambda: image_structure(session.current.image,
+                                                                 session.model.info.input_size))
+
+
+def is_multilabel(result: Explanation) -> bool:
+    """True when ``result``'s model reports independent findings (sigmoid per label) rather than one class."""
+    return result.head == MULTILABEL
+
+
+def squash(head: str) -> str:
+    """The function that turns the head's logits into probabilities, as the user reads it."""
+    return "sigmoid" if head in ("sigmoid", MULTILABEL) else "softmax"
+
+
+def _warnings(session: ChatSession, result: Explanation) -> dict:
+    """Template context and data for the warnings every answer about the image carries."""
+    structure = _structure(session)
+    return {"structure": structure, "ood": _ood(session, result)}
+
+
 # ---------------------------------------------------------------------------------------------- answers
 
 
 def answer_what(session: ChatSession, intent: Intent) -> Reply:
     result = session.explanation()
     k = min(intent.count or session.settings.top_k, len(result.predictions))
-    shown = result.predictions[:k]
-    chart = session.picture(("bars", id(result), k), lambda: bar_chart(shown), result)
+    positive = result.positive
+    # A multi-label answer lists every positive finding, even beyond top-k.
+    shown = result.predictions[:max(k, len(positive))]
+    chart = session.picture(("bars", id(result), len(shown)), lambda: bar_chart(shown), result)
+    what = "findings" if is_multilabel(result) else "classes"
+    facts = _warnings(session, result)
     return render_reply(
-        session, "what", intent, predictions=shown, top=result.top, k=k, n_classes=len(session.model.labels),
-        rest=max(0.0, 1.0 - sum(p.probability for p in shown)), ood=_ood(session, result),
-        images=[(chart, caption(f"Top {k} of {session.model.name} on image {session.current.number}"))],
-        suggestions=suggestions_for(session, result), data={"predictions": [p.to_dict() for p in shown]},
+        session, "what", intent, predictions=shown, top=result.top, k=len(shown), n_classes=len(session.model.labels),
+        rest=max(0.0, 1.0 - sum(p.probability for p in shown)), multilabel=is_multilabel(result), positive=positive,
+        threshold=result.decision_threshold, empty=result.region.coverage <= 0, result=result,
+        method=method_name(result.method), **facts,
+        images=[(chart, caption(f"Top {len(shown)} {what} of {session.model.name} on image {session.current.number}"))],
+        suggestions=suggestions_for(session, result),
+        data={"predictions": [p.to_dict() for p in shown], **_head_data(result), **_facts_data(facts)},
         footer=result)
+
+
+def _head_data(result: Explanation) -> dict:
+    """What every answer's data says about the head (multi-label answers add the positive findings)."""
+    data = {"head": result.head}
+    if is_multilabel(result):
+        data.update(decision_threshold=result.decision_threshold, positive=[p.to_dict() for p in result.positive])
+    return data
+
+
+def _facts_data(facts: dict) -> dict:
+    return {"structure": facts["structure"].to_dict(), "ood": facts["ood"].to_dict() if facts["ood"] else None}
 
 
 def answer_why(session: ChatSession, intent: Intent, header: str | None = None) -> Reply:
     result = _explained(session, intent)
     if isinstance(result, Reply):
         return result
-    picture = session.overlay(result)
-    label = f"{method_name(result.method)} for {result.target_label} ({result.probability:.1%})"
+    if is_multilabel(result):
+        return _why_findings(session, intent, result, header)
+    facts = _warnings(session, result)
     return render_reply(
         session, "why", intent, header=header, entry=session.current, result=result, method=method_name(
             result.method), others=[p for p in result.predictions[:4] if p.index != result.target_index][:3],
-        ood=_ood(session, result), asked=intent.target if intent.target else None, **region_facts(result),
-        images=[(picture, caption(f"{label} · image {session.current.number}"))],
-        suggestions=suggestions_for(session, result, I.WHY), data={"explanation": result.to_dict()}, footer=result)
+        asked=intent.target if intent.target else None, **facts, **region_facts(result),
+        images=[_overlay_picture(session, result)], suggestions=suggestions_for(session, result, I.WHY),
+        data={"explanation": result.to_dict(), **_head_data(result), **_facts_data(facts)}, footer=result)
+
+
+def _overlay_picture(session: ChatSession, result: Explanation) -> tuple[np.ndarray, str]:
+    label = f"{method_name(result.method)} for {result.target_label} ({result.probability:.1%})"
+    return session.overlay(result), caption(f"{label} · image {session.current.number}")
+
+
+def _why_findings(session: ChatSession, intent: Intent, result: Explanation, header: str | None,
+                  why_not: bool = False) -> Reply:
+    """"Why?" for a multi-label model: a map per positive finding (up to top-k), or the asked finding's own map,
+    or, when nothing is positive, the most probable finding's map with its distance below the threshold."""
+    threshold, positive, asked = result.decision_threshold, result.positive, bool(intent.target)
+    results = [result]
+    if positive and not asked:
+        results = session.explanations([p.index for p in positive[:session.settings.top_k]])
+    shown = {r.target_index for r in results}
+    others = [p for p in result.predictions if p.probability < threshold and p.index not in shown][:3]
+    rows = [{"result": r, "region": r.region, "empty": r.region.coverage <= 0} for r in results]
+    facts = _warnings(session, result)
+    return render_reply(
+        session, "findings", intent, header=header, entry=session.current, result=results[0], rows=rows,
+        positive=positive, asked=asked, why_not=why_not, threshold=threshold, others=others,
+        hidden=0 if asked else max(0, len(positive) - len(results)), method=method_name(result.method),
+        cells=region_facts(results[0])["cells"], **facts,
+        images=[_overlay_picture(session, r) for r in results],
+        suggestions=suggestions_for(session, results[0], I.WHY, *((I.CLASS,) if why_not else ())),
+        data={"explanation": results[0].to_dict(), "explanations": [r.to_dict() for r in results],
+              **_head_data(result), **_facts_data(facts)}, footer=results[0])
 
 
 def _explained(session: ChatSession, intent: Intent) -> Explanation | Reply:
@@ -208,6 +299,8 @@ def _explained(session: ChatSession, intent: Intent) -> Explanation | Reply:
 
 def answer_confidence(session: ChatSession, intent: Intent) -> Reply:
     result = session.explanation()
+    if is_multilabel(result):
+        return _confidence_findings(session, intent, result)
     top, runner = result.predictions[0], result.predictions[1] if len(result.predictions) > 1 else None
     asked = None
     if intent.target:
@@ -218,16 +311,47 @@ def answer_confidence(session: ChatSession, intent: Intent) -> Reply:
             asked = {"label": asked_result.target_label, "probability": asked_result.probability,
                      "rank": int((result.probabilities > asked_result.probability).sum()) + 1}
     margin = top.probability - (runner.probability if runner else 0.0)
+    facts = _warnings(session, result)
     return render_reply(
-        session, "confidence", intent, top=top, runner=runner, margin=margin,
+        session, "confidence", intent, top=top, runner=runner, margin=margin, multilabel=False,
         qualifier=qualifier(top.probability, runner.probability if runner else 0.0), asked=asked,
-        ood=_ood(session, result), suggestions=suggestions_for(session, result, I.CONFIDENCE),
-        data={"probability": top.probability, "margin": margin, "ood": _ood_dict(session, result)}, footer=result)
+        squash=squash(result.head), **facts, suggestions=suggestions_for(session, result, I.CONFIDENCE),
+        data={"probability": top.probability, "margin": margin, **_head_data(result), **_facts_data(facts)},
+        footer=result)
 
 
-def _ood_dict(session: ChatSession, result: Explanation) -> dict | None:
-    found = _ood(session, result)
-    return found.to_dict() if found is not None else None
+def _confidence_findings(session: ChatSession, intent: Intent, result: Explanation) -> Reply:
+    """"How sure?" for a multi-label model: each finding's own probability and its distance from the decision
+    threshold (a runner-up margin means nothing when the labels are independent)."""
+    threshold = result.decision_threshold
+    listed = result.predictions[:max(session.settings.top_k, len(result.positive))]
+    asked = None
+    if intent.target:
+        asked_result = _explained(session, intent)
+        if isinstance(asked_result, Reply):
+            return asked_result
+        asked = finding(asked_result.target_index, asked_result.target_label, asked_result.probability, threshold)
+        if all(p.index != asked["index"] for p in listed):
+            listed = [*listed, Prediction(asked["index"], asked["label"], asked["probability"])]
+    findings = [finding(p.index, p.label, p.probability, threshold) for p in listed]
+    facts = _warnings(session, result)
+    return render_reply(
+        session, "confidence", intent, multilabel=True, findings=findings, asked=asked, threshold=threshold,
+        near_points=NEAR_THRESHOLD, squash=squash(result.head), **facts,
+        suggestions=suggestions_for(session, result, I.CONFIDENCE),
+        data={"probability": result.top.probability, "findings": [_rounded(f) for f in findings],
+              **_head_data(result), **_facts_data(facts)}, footer=result)
+
+
+def finding(index: int, label: str, probability: float, threshold: float) -> dict:
+    """One finding of a multi-label model: its probability, signed distance from the threshold, and verdict."""
+    distance = float(probability) - float(threshold)
+    return {"index": int(index), "label": label, "probability": float(probability), "distance": distance,
+            "positive": distance >= 0, "near": abs(distance) < NEAR_THRESHOLD}
+
+
+def _rounded(found: dict) -> dict:
+    return {**found, "probability": round(found["probability"], 6), "distance": round(found["distance"], 6)}
 
 
 def qualifier(top: float, runner: float) -> str:
@@ -245,6 +369,8 @@ def answer_class(session: ChatSession, intent: Intent) -> Reply:
     asked = _explained(session, intent)
     if isinstance(asked, Reply):
         return asked
+    if is_multilabel(asked):  # X's own probability and map: findings do not compete with a winner
+        return _why_findings(session, intent, asked, None, why_not=True)
     top = session.explanation()
     if asked.target_index == top.target_index:
         return answer_why(session, intent, header="already_top")
@@ -257,7 +383,8 @@ def answer_class(session: ChatSession, intent: Intent) -> Reply:
     return render_reply(
         session, "class", intent, top=top, asked=asked, rank=rank, n_classes=len(session.model.labels),
         times=top.probability / max(asked.probability, 1e-12), overlap=overlap, method=method_name(asked.method),
-        agnostic=asked.method in CLASS_AGNOSTIC, top_region=top.region, **region_facts(asked),
+        agnostic=asked.method in CLASS_AGNOSTIC, top_region=top.region, structure=_structure(session),
+        **region_facts(asked),
         images=[(side, caption(f"{method_name(asked.method)}: {top.target_label} vs {asked.target_label}"))],
         suggestions=[f"Show the region for {asked.target_label}", *suggestions_for(session, top, I.CLASS)],
         data={"explanation": asked.to_dict(), "top": top.to_dict(), "overlap_iou": overlap}, footer=asked)
@@ -298,10 +425,11 @@ def answer_trust(session: ChatSession, intent: Intent) -> Reply:
          if check.random else "random box"]), result)
     return render_reply(
         session, "trust", intent, result=result, check=check, deletion=scores.aucs[0],
-        random_auc=scores.random_auc, method=method_name(result.method),
+        random_auc=scores.random_auc, method=method_name(result.method), multilabel=is_multilabel(result),
+        threshold=result.decision_threshold,
         images=[(side, caption(f"What the model saw: image, highlighted box hidden, a random box hidden ({label})"))],
         suggestions=suggestions_for(session, result, I.TRUST),
-        data={"occlusion": check.to_dict(), "deletion": scores.to_dict()}, footer=result)
+        data={"occlusion": check.to_dict(), "deletion": scores.to_dict(), **_head_data(result)}, footer=result)
 
 
 def answer_compare_classes(session: ChatSession, intent: Intent) -> Reply:
@@ -462,6 +590,7 @@ def answer_teach(session: ChatSession, intent: Intent) -> Reply:
                    "positive": int((result.channel_weights > 0).sum()), "total": result.n_channels}
     return render_reply(
         session, "teach", intent, method=method, name=method_name(method), result=result, weights=weights,
+        squash=squash(session.model.info.head),
         colormap=session.settings.colormap, colours=COLORMAP_ENDS.get(session.settings.colormap),
         layer=result.layer if result else session.default_layer(),
         cells=f"{result.cam.shape[0]}×{result.cam.shape[1]}" if result is not None else None,

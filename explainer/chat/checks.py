@@ -6,6 +6,8 @@
 * :func:`deletion_scores` wraps :func:`explainer.metrics.deletion_auc` with a random-order baseline, so the
   number comes with something to compare it to.
 * :func:`out_of_distribution` compares cheap image statistics with the ``reference`` block of a model's sidecar.
+* :func:`image_structure` tells a blank or near-blank image (one colour, no structure), on which any answer of
+  the model means little, from a real one.
 
 All of them run the model only through the engine (:func:`explainer.engine.predict`) or the metrics module.
 """
@@ -234,3 +236,36 @@ def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | No
     probability = reference.get("max_probability")
     p05 = float(probability["p05"]) if isinstance(probability, dict) and "p05" in probability else None
     return Unusual(findings, float(result.top.probability), p05)
+
+
+#: Standard deviation of the grey levels (0–255, at the model's input size) below which an image counts as blank.
+#: A flat colour with JPEG noise measures about 1; a single bright pixel on a black 224×224 image 1.1; the faintest
+#: real photographs and X-rays measure tens.
+BLANK_STD = 2.0
+#: ITU-R BT.601 luma weights (as Pillow's "L" mode).
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass
+class Structure:
+    """How much an image varies: a blank one (all one colour, or nearly) carries no evidence for any class."""
+
+    std: float
+    blank: bool
+
+    def to_dict(self) -> dict:
+        return {"grey_std": round(self.std, 3), "blank": self.blank}
+
+
+def image_structure(image: np.ndarray, size: tuple[int, int] | None = None, limit: float = BLANK_STD) -> Structure:
+    """Grey-level spread of an RGB ``uint8`` ``image`` (resized to ``size`` = (height, width) first, when given).
+
+    The model only sees the image at its input size, so that is where the structure is measured: a tiny detail in
+    a large empty image, averaged away by the resize, does not count.
+    """
+    if size is not None:
+        image = resize(image, size)
+    pixels = np.asarray(image, np.float32)
+    grey = pixels[..., :3] @ _LUMA if pixels.ndim == 3 else pixels
+    std = float(grey.std()) if grey.size else 0.0
+    return Structure(std, std < limit)
