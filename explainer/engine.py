@@ -15,9 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from .cams import CamBatch, get_method
-from .cams.base import softmax
-from .errors import ExplainerError
+from .errors import ExplainerError, ModelError
 from .graph import Replay
+from .heads import probabilities
 from .images import load_image
 from .labels import match_label
 from .layers import LayerPath, resolve_layer
@@ -54,7 +54,7 @@ def compiled(model: LoadedModel, layer: str | None = None) -> CompiledLayer:
 
 def _signature(model: LoadedModel) -> tf.TensorSpec:
     height, width = model.info.input_size
-    return tf.TensorSpec([None, height, width, 3], tf.float32)
+    return tf.TensorSpec([None, height, width, model.info.channels], tf.float32)
 
 
 def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
@@ -86,17 +86,28 @@ def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.
         fn = model._compiled["__logits__"]
     chunks = [fn(tf.constant(inputs[i : i + batch_size], tf.float32)).numpy()
               for i in range(0, len(inputs), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, len(model.labels)), np.float32)
+    return check_finite(np.concatenate(chunks)) if chunks else np.zeros((0, len(model.labels)), np.float32)
 
 
 def predict(model: LoadedModel, images: list[np.ndarray]) -> np.ndarray:
-    """Softmax probabilities (N×C) for RGB images of any size."""
-    return softmax(forward(model, model.prepare(images)))
+    """The model's own probabilities (N×C) for RGB images of any size (see :func:`explainer.heads.probabilities`)."""
+    return probabilities(forward(model, model.prepare(images)), model.info.head)
+
+
+def check_finite(values: np.ndarray, what: str = "scores") -> np.ndarray:
+    """``values`` unchanged, or :class:`ModelError` when any is NaN or infinite (never shown as a percentage)."""
+    if not np.isfinite(values).all():
+        if what == "map":
+            raise ModelError("The explanation map for this image came out as invalid numbers (NaN or infinity); "
+                             "the model's weights or activations may be broken.")
+        raise ModelError("The model produced invalid numbers (NaN or infinity) for this image; "
+                         "its weights may be broken.")
+    return values
 
 
 def warm_up(model: LoadedModel, method: str = "gradcam", layer: str | None = None) -> None:
     """Trace the compiled functions now (start-up), so the first question is as fast as the rest."""
-    blank = np.zeros((*model.info.input_size, 3), np.uint8)
+    blank = np.zeros((*model.info.input_size, 3), np.uint8)  # RGB: prepare() converts to the model's channels
     explain(model, blank, method=method, layer=layer)
     forward(model, model.prepare([blank]))
 
@@ -146,11 +157,14 @@ def explain(
     else:
         logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
         grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
-    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x))
+    check_finite(logits)
+    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head)
     maps, raw, weights = cam(batch)
+    check_finite(raw, "map")
+    probs = probabilities(logits, model.info.head)
     results = [
-        _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], int(chosen[i]),
-                cam.name, fns.layer.name, threshold, top_k)
+        _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], probs[i],
+                int(chosen[i]), cam.name, fns.layer.name, threshold, top_k)
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
@@ -169,11 +183,12 @@ def _pairs(image, target) -> tuple[list, list, bool]:
     return images, targets, isinstance(image, (list, tuple)) or isinstance(target, (list, tuple))
 
 
-def _result(model, image, cam_map, raw, weights, logits, target, method, layer, threshold, top_k) -> Explanation:
+def _result(model, image, cam_map, raw, weights, logits, probs, target, method, layer, threshold,
+            top_k) -> Explanation:
     height, width = image.shape[:2]
     heatmap = upsample(cam_map, (height, width))
-    probs = softmax(logits[None])[0]
-    # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax.
+    # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax. Every head's
+    # probability rises with the logit, so this is also the order by probability (finer where it saturates).
     order = np.argsort(-np.asarray(logits), kind="stable")[:top_k]
     return Explanation(
         image=image,
@@ -190,6 +205,9 @@ def _result(model, image, cam_map, raw, weights, logits, target, method, layer, 
         cam=raw,
         channel_weights=weights,
         model_name=model.name,
+        head=model.info.head,
+        decision_threshold=model.info.decision_threshold,
+        labels=model.labels,
     )
 
 

@@ -4,7 +4,8 @@ The Keras Grad-CAM example builds ``keras.Model(model.inputs, [layer.output, mod
 activation to ``None``. That mutates a model shared by every user and fails with "Graph disconnected" when the
 layer sits inside a nested model. Instead we run the model's own graph again (Keras's ``_run_through_graph``) and
 swap in two things while it runs: the target layer's output is recorded (and watched by the gradient tape), and
-the classifier's softmax is skipped so the score is the logit.
+the classifier's softmax or sigmoid is skipped so the score is the logit (for a multi-label head: the target
+label's own pre-sigmoid logit).
 """
 
 from __future__ import annotations
@@ -24,10 +25,24 @@ HEADS = ("softmax", "sigmoid", "logits")
 
 @dataclass(frozen=True)
 class Head:
-    """How the model turns its last layer into scores: which layer, and which activation it ends in."""
+    """How the model turns its last layer into scores: which layer, which activation it ends in, how many units."""
 
     path: LayerPath
-    kind: str  # one of HEADS
+    kind: str  # the final activation, one of HEADS ("logits": none we strip)
+    units: int = 0  # width of the model's output (0 when unknown)
+
+    @property
+    def name(self) -> str:
+        """The head as :mod:`explainer.heads` names it: softmax, sigmoid, multilabel or linear.
+
+        One output unit is a two-class model whatever its activation (a single linear unit is a binary logit);
+        several sigmoid units are independent labels; several units without activation are softmax logits.
+        """
+        if self.units == 1:
+            return "sigmoid"
+        if self.kind == "sigmoid":
+            return "multilabel"
+        return "softmax" if self.kind == "softmax" else "linear"
 
 
 def output_layer_path(model: keras.Model) -> LayerPath:
@@ -48,13 +63,20 @@ def find_head(model: keras.Model) -> Head:
     """Classify the head: ``softmax`` / ``sigmoid`` (an activation we strip) or ``logits`` (already linear)."""
     path = output_layer_path(model)
     layer = path.layer
+    units = _output_units(model)
     if isinstance(layer, keras.layers.Softmax):
-        return Head(path, "softmax")
+        return Head(path, "softmax", units)
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", "")
     if name in ("softmax", "sigmoid"):
-        return Head(path, name)
-    return Head(path, "logits")
+        return Head(path, name, units)
+    return Head(path, "logits", units)
+
+
+def _output_units(model: keras.Model) -> int:
+    outputs = getattr(model, "outputs", None)
+    size = outputs[0].shape[-1] if outputs else None
+    return int(size) if size is not None else 0
 
 
 def _strip_activation(layer: keras.layers.Layer) -> Callable:
@@ -97,7 +119,7 @@ class Replay:
             overrides[id(self.target.layer)] = self._capturing(self.target.layer, captured, tape)
         out = self._run(self.model, x, overrides)
         logits = tf.cast(out, tf.float32)
-        if self.head.kind == "sigmoid" and logits.shape[-1] == 1:
+        if logits.shape[-1] == 1:  # one unit (sigmoid or a bare logit): two classes, "not X" and "X"
             logits = tf.concat([-logits / 2, logits / 2], axis=-1)  # softmax of these = [1 - σ(z), σ(z)]
         activations = tf.cast(captured[0], tf.float32) if captured else None
         return logits, activations

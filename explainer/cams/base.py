@@ -14,7 +14,13 @@ from typing import ClassVar
 
 import numpy as np
 
-_EPS = 1e-7
+from ..heads import probabilities, softmax
+
+__all__ = ["BaseCAM", "CamBatch", "is_flat", "normalize", "probabilities", "softmax"]
+
+#: A map whose span is within this many float32 roundings of its magnitude is flat (all noise, no shape).
+_FLAT_ULPS = 4
+_EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass
@@ -36,6 +42,8 @@ class CamBatch:
         B×H×W×3 preprocessed model inputs (for methods that run the model again, e.g. Score-CAM).
     forward : callable
         ``forward(inputs) -> logits``: the compiled model, for methods that need more forward passes.
+    head : str
+        The model's head (:mod:`explainer.heads`): how logits become probabilities.
     """
 
     activations: np.ndarray
@@ -44,6 +52,7 @@ class CamBatch:
     targets: np.ndarray
     inputs: np.ndarray
     forward: Callable[[np.ndarray], np.ndarray]
+    head: str = "softmax"
 
 
 class BaseCAM:
@@ -69,15 +78,25 @@ class BaseCAM:
 
 
 def normalize(maps: np.ndarray) -> np.ndarray:
-    """Min-max scale each map to [0, 1]; a flat (e.g. all-zero) map becomes zeros, never NaN."""
-    maps = np.asarray(maps, np.float32)
+    """Min-max scale each map (B×h×w) to [0, 1]; a flat map (see :func:`is_flat`) becomes zeros, never NaN.
+
+    Flatness is judged against the map's own scale, not an absolute epsilon: a map whose values are all about
+    1e-13 (Score-CAM on a confident model, or a network with small activations) still has a shape to show.
+    """
+    maps = np.asarray(maps, np.float64)  # float64: the span of a tiny map is not lost to float32 subnormals
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
-    return np.where(span > _EPS, (maps - low) / np.maximum(span, _EPS), 0.0).astype(np.float32)
+    flat = is_flat(maps)[:, None, None]
+    return np.where(flat, 0.0, (maps - low) / np.where(flat, 1.0, span)).astype(np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, computed in float64 (stable for large logits), returned as float32."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+def is_flat(maps: np.ndarray) -> np.ndarray:
+    """Per map (B×h×w → B booleans): exactly constant, or a span within float32 rounding of its magnitude.
+
+    Float32 values near ``m`` are spaced about ``eps32 · m`` apart, so a span of a few such steps is rounding
+    noise rather than structure. Scale-free: multiplying a map by 1e12 does not change the verdict.
+    """
+    maps = np.asarray(maps, np.float64)
+    span = maps.max(axis=(1, 2)) - maps.min(axis=(1, 2))
+    magnitude = np.abs(maps).max(axis=(1, 2))
+    return (span == 0) | (span <= _FLAT_ULPS * _EPS32 * magnitude)

@@ -2,10 +2,11 @@
 
 For channel k the activation map A_k is upsampled to the input size, min-max normalised to [0, 1] and multiplied
 with the *preprocessed* input (as pytorch-grad-cam does: for inputs centred on zero, "masked out" means the
-preprocessed zero, e.g. mid-grey for ``symmetric``). The weight is the softmax probability of the target class
-for that masked input, the softmax taken over the logits (the engine strips a final softmax), with no baseline
-subtraction. One forward pass per channel, batched; ``top_n`` keeps only the channels whose activation maps vary
-most (highest standard deviation, as tf-keras-vis picks them), so MobileNetV2's 1,280 channels stay affordable.
+preprocessed zero, e.g. mid-grey for ``symmetric``). The weight is the model's probability of the target class
+for that masked input (:func:`~explainer.heads.probabilities`: the softmax over the logits, the engine having
+stripped a final softmax; for a multi-label head the target's own sigmoid), with no baseline subtraction. One
+forward pass per channel, batched; ``top_n`` keeps only the channels whose activation maps vary most (highest
+standard deviation, as tf-keras-vis picks them), so MobileNetV2's 1,280 channels stay affordable.
 Channels left out get weight 0.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import BaseCAM, CamBatch, normalize, softmax
+from .base import BaseCAM, CamBatch, normalize, probabilities
 
 DEFAULT_TOP_N = 64
 _CV_CHANNELS = 512  # cv2.resize handles at most this many channels at once
@@ -56,7 +57,7 @@ class ScoreCAM(BaseCAM):
                 chosen = channels[start : start + self.batch_size]
                 masks = channel_masks(acts[..., chosen], inputs.shape[:2])  # n×H×W
                 logits = batch.forward(inputs[None] * masks[..., None])
-                weights[i, chosen] = softmax(logits)[:, int(target)]
+                weights[i, chosen] = probabilities(logits, batch.head)[:, int(target)]
         return weights
 
 
