@@ -12,11 +12,13 @@ the model upload and the examples all speak in the same conversation, and the co
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from explainer.chat.session import MAX_TOP_K, SettingError, Settings
 from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
 from explainer.errors import ExplainerError
 from explainer.render import COLORMAPS
+from explainer.uploads import UploadRefused, uploaded_file, uploaded_files
 
 logger = logging.getLogger("gradcam_chat")
 
@@ -42,6 +45,8 @@ CONCURRENCY = 2
 QUEUE_SIZE = 64
 #: Uploads above this are refused before they reach the app (user models can be tens of megabytes).
 MAX_FILE_SIZE = "200mb"
+#: The answer to any failure we did not foresee: logged in full on the server, never shown.
+FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
 #: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
 ECHO_CHARS = 2000
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
@@ -61,7 +66,14 @@ PLACEHOLDER = (
 
 def launch_options() -> dict[str, Any]:
     """Keyword arguments of ``launch()`` shared by ``python app.py``, the tests and the benchmark."""
-    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": True, "css": CSS}
+    # show_error=False: an unexpected exception's text (paths, modules) never reaches the page; every event below
+    # catches its own errors and raises gr.Error with a plain message instead.
+    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": False, "css": CSS}
+
+
+def upload_folder() -> str:
+    """Where this server keeps visitors' uploads (the only folder a file reference may point into)."""
+    return gr.utils.get_upload_folder()
 
 
 # ------------------------------------------------------------------------------------------ Reply -> messages
@@ -108,20 +120,55 @@ def user_messages(text: str, files: list[str]) -> list[dict]:
 
 
 def message_parts(message: Any) -> tuple[str, list[str]]:
-    """(text, file paths) of a raw MultimodalTextbox payload (``None`` or partial payloads are fine)."""
+    """(text, uploaded file paths) of a raw MultimodalTextbox payload (``None`` or partial payloads are fine).
+
+    Raises :class:`UploadRefused` when a file reference points outside this server's upload folder.
+    """
     message = message if isinstance(message, dict) else {}
-    files = [f.get("path") if isinstance(f, dict) else f for f in message.get("files") or []]
-    return str(message.get("text") or ""), [str(path) for path in files if path]
+    text = message.get("text")
+    return (text if isinstance(text, str) else ""), uploaded_files(message.get("files"), upload_folder())
 
 
 def upload_path(upload: Any) -> str | None:
-    """The server path of a raw file payload (``{"path": ...}``), a plain path, or None."""
-    return upload.get("path") if isinstance(upload, dict) else upload or None
+    """The checked server path of a raw file payload, or None (:class:`UploadRefused` outside the upload folder)."""
+    return uploaded_file(upload, upload_folder())
 
 
 def without_options(messages: list[dict]) -> list[dict]:
     """Earlier suggestions disappear when the conversation moves on (only the latest answer offers buttons)."""
     return [{k: v for k, v in message.items() if k != "options"} for message in messages]
+
+
+def event_boundary(fn: Callable) -> Callable:
+    """Wrap an event: a user error becomes ``gr.Error`` with its plain message, anything else is logged in full on
+    the server and shown as :data:`FAILED`. No exception text (paths, modules, tracebacks) reaches a visitor."""
+
+    def translate(err: Exception) -> gr.Error:
+        if isinstance(err, ExplainerError):
+            return gr.Error(str(err))
+        logger.error("event %s failed", fn.__name__, exc_info=err)
+        return gr.Error(FAILED)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Iterator:
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as err:
+                raise translate(err) from None
+        return generator
+
+    @functools.wraps(fn)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as err:
+            raise translate(err) from None
+    return function
 
 
 # ----------------------------------------------------------------------------------------------- examples
@@ -198,28 +245,46 @@ class ChatApp:
 
     # ---------------------------------------------------------------------------------------------- events
 
+    @event_boundary
     def chat_turn(self, message: Any, visit: Visit | None) -> Iterator[tuple]:
         """One turn: show the user's message at once, then the answer (the ``/chat`` endpoint)."""
         visit = visit or self.new_visit()
-        text, files = message_parts(message)
+        try:
+            text, files = message_parts(message)
+        except UploadRefused as err:  # a reference to a server file: refused before anything is opened
+            text = message.get("text") if isinstance(message, dict) else ""
+            visit.messages = without_options(visit.messages) + user_messages(str(text or ""), [])
+            self.show(visit, visit.chat.refuse(err))
+            yield self.outputs(visit)
+            return
+        yield from self.answer(visit, text, files)
+
+    def answer(self, visit: Visit, text: str, files: list[str]) -> Iterator[tuple]:
+        """Show the user's message, a progress line for slow answers, then the answer; never loses the chat."""
         if not text.strip() and not files:
             yield self.outputs(visit)
             return
         visit.messages = without_options(visit.messages) + user_messages(text, files)
         yield self.outputs(visit, busy=True)
-        note = visit.chat.progress_note(text)
-        if note:  # slow answers (Score-CAM, trust check, comparisons) say what they are doing meanwhile
-            asked = visit.messages
-            visit.messages = [*asked, {"role": "assistant", "content": note}]
-            yield self.outputs(visit, busy=True)
-            visit.messages = asked
-        self.show(visit, visit.chat.respond(text, files))
+        asked = visit.messages
+        try:
+            note = visit.chat.progress_note(text)
+            if note:  # slow answers (Score-CAM, trust check, comparisons) say what they are doing meanwhile
+                visit.messages = [*asked, {"role": "assistant", "content": note}]
+                yield self.outputs(visit, busy=True)
+                visit.messages = asked
+            self.show(visit, visit.chat.respond(text, files))
+        except Exception:  # a failure of the wiring itself (e.g. writing a picture): apologise in the chat
+            logger.exception("chat turn failed")
+            visit.messages = [*asked, {"role": "assistant", "content": FAILED}]
         yield self.outputs(visit)
 
+    @event_boundary
     def follow_up(self, visit: Visit | None, selected: gr.SelectData) -> Iterator[tuple]:
         """A suggested question was clicked: ask it."""
-        yield from self.chat_turn({"text": str(selected.value), "files": []}, visit)
+        yield from self.answer(visit or self.new_visit(), str(selected.value), [])
 
+    @event_boundary
     def run_example(self, index: int | None, visit: Visit | None) -> Iterator[tuple]:
         """An example was clicked: switch to its model if needed, then upload its image with its question."""
         visit = visit or self.new_visit()
@@ -232,8 +297,9 @@ class ChatApp:
                 visit.chat.set_model(visit.menu.get(example.model))
             except ExplainerError as err:  # the example is still worth asking of the current model
                 gr.Warning(str(err))
-        yield from self.chat_turn({"text": example.question, "files": [example.image]}, visit)
+        yield from self.answer(visit, example.question, [example.image])  # our own file: no upload check
 
+    @event_boundary
     def pick_model(self, key: str, visit: Visit | None) -> tuple:
         """The model picker changed: answer with that model from now on, and say so in the chat."""
         visit = visit or self.new_visit()
@@ -248,18 +314,20 @@ class ChatApp:
             self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
+    @event_boundary
     def upload_model(self, model_file: Any, labels_file: Any, visit: Visit | None) -> tuple:
         """Load a user's model file (Keras safe mode) into this session's menu and switch to it."""
         visit = visit or self.new_visit()
         try:
             key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file))
         except ExplainerError as err:
-            raise gr.Error(str(err), title="The model was not loaded") from err
+            raise gr.Error(str(err), title="The model was not loaded") from None
         visit.chat.model_names = tuple(visit.menu.names())
         visit.messages = without_options(visit.messages) + user_messages(f"Use my model {key}", [])
         self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
+    @event_boundary
     def change_setting(self, visit: Visit | None, *values: Any) -> Visit:
         """A control in the settings panel changed: apply all of them to this session (nothing if invalid)."""
         visit = visit or self.new_visit()
@@ -269,6 +337,7 @@ class ChatApp:
             gr.Warning(str(err))
         return visit
 
+    @event_boundary
     def clear(self, visit: Visit | None) -> tuple:
         """The chat's bin icon: start a fresh conversation with the same model and settings."""
         old = visit or self.new_visit()
@@ -276,17 +345,16 @@ class ChatApp:
                                   settings=old.chat.settings), old.menu)
         return self.outputs(visit)
 
+    @event_boundary
     def explain_once(self, image: Any, question: Any, model_name: Any) -> tuple:
         """The ``/explain`` endpoint: one image and one question, no conversation kept."""
-        name = str(model_name or self.default_name)
+        name = model_name if isinstance(model_name, str) and model_name else self.default_name
         builtin = {n for _label, n in self.builtins}
         if name not in builtin:
-            raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(sorted(builtin))}.")
-        try:
-            model = self.shelf.get(name)
-        except ExplainerError as err:
-            raise gr.Error(str(err)) from err
-        reply = answer_once(model, upload_path(image), str(question or ""))
+            raise gr.Error(f"Unknown model {name[:80]!r}; choose one of {', '.join(sorted(builtin))}.")
+        path = upload_path(image)  # before the model: a refused reference costs nothing
+        model = self.shelf.get(name)
+        reply = answer_once(model, path, question if isinstance(question, str) else "")
         return reply.markdown, reply.image, reply.to_dict()
 
     # ---------------------------------------------------------------------------------------------- layout
@@ -303,6 +371,7 @@ class ChatApp:
             with gr.Tab("One question (API)"):
                 self._explain_tab()
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+        self.demo = demo
         return demo
 
     def _chat_tab(self, visit: gr.State) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +40,24 @@ def running_app(model: str = MODEL) -> Iterator[tuple[str, app.ChatApp]]:
         yield demo.local_url.rstrip("/"), chat_app
     finally:
         demo.close()
+
+
+@contextlib.contextmanager
+def upload_dir() -> Iterator[Path]:
+    """A fresh folder inside the server's upload folder: files there count as uploaded to the app under test."""
+    folder = Path(tempfile.mkdtemp(prefix="test-", dir=_upload_root()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _upload_root() -> str:
+    import gradio as gr
+
+    root = gr.utils.get_upload_folder()
+    os.makedirs(root, exist_ok=True)
+    return root
 
 
 def shape_png(folder, shape: str, size: tuple[int, int] = (160, 200), name: str | None = None) -> str:

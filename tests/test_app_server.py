@@ -27,6 +27,7 @@ from app_server import (
     running_app,
     shape_png,
     texts,
+    upload_dir,
 )
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -46,9 +47,15 @@ def url(served):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    return {shape: shape_png(folder, shape) for shape in ("circle", "square", "triangle")}
+def uploads():
+    with upload_dir() as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def images(uploads):
+    # In the server's upload folder: the UI's own events are also called in-process below, with these paths.
+    return {shape: shape_png(uploads, shape) for shape in ("circle", "square", "triangle")}
 
 
 def new_client(url: str) -> Client:
@@ -374,7 +381,8 @@ def test_model_picker_switches_and_keeps_the_conversation(chat_app, visit):
     assert picker.value == "shapes-shortcut" and visit.chat.model.name == "shapes-shortcut"
 
 
-def test_uploaded_model_is_loaded_safely_and_stays_in_its_session(chat_app, visit, tmp_path):
+def test_uploaded_model_is_loaded_safely_and_stays_in_its_session(chat_app, visit, uploads):
+    tmp_path = uploads
     import keras
 
     inputs = keras.Input((32, 32, 3))

@@ -221,6 +221,12 @@ class ChatSession:
             reply.data.setdefault("elapsed_ms", round(1000 * (time.perf_counter() - started), 2))
             return reply
 
+    def refuse(self, err: ExplainerError) -> Reply:
+        """The reply for input refused before this conversation saw it (e.g. a file that was not uploaded)."""
+        from . import answers
+
+        return answers.error_reply(self, err)
+
     # ------------------------------------------------------------------------------------------------- models
 
     def set_model(self, model: LoadedModel) -> None:

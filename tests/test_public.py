@@ -1,0 +1,155 @@
+"""Holding up in public: the launched app attacked over raw HTTP, the way anyone on the internet can call it.
+
+``gradio_client`` always uploads files and adds Gradio's ``meta`` marker, so these tests speak the wire protocol
+themselves (``/gradio_api/call/<api>`` and ``/gradio_api/queue/join`` + ``/queue/data``), with hand-made payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+from app_server import plain, running_app, shape_png, upload_dir
+
+from explainer.uploads import REFUSED
+
+SECRET = "root:x:0:0:secret-marker"
+
+
+@pytest.fixture(scope="module")
+def served():
+    with running_app() as (address, chat_app):
+        yield address, chat_app
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def uploads():
+    with upload_dir() as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory):
+    """Files outside the upload folder that an attacker would like to read: an image and a text file."""
+    folder = tmp_path_factory.mktemp("server-private")
+    image = shape_png(folder, "circle", name="private.png")
+    text = folder / "passwd"
+    text.write_text(SECRET)
+    return {"image": image, "text": str(text), "missing": str(folder / "no-such-file.png")}
+
+
+def call(url: str, api: str, data: list) -> tuple[str, object]:
+    """POST to ``/gradio_api/call/<api>``, then read its event stream: ("complete" | "error", data)."""
+    with httpx.Client(timeout=120) as http:
+        started = http.post(f"{url}/gradio_api/call/{api}", json={"data": data})
+        started.raise_for_status()
+        stream = http.get(f"{url}/gradio_api/call/{api}/{started.json()['event_id']}").text
+    events = [line.split(":", 1)[1].strip() for line in stream.splitlines() if line.startswith("event:")]
+    payloads = [line.split(":", 1)[1].strip() for line in stream.splitlines() if line.startswith("data:")]
+    final = [(e, p) for e, p in zip(events, payloads, strict=False) if e in ("complete", "error")][-1]
+    return final[0], json.loads(final[1])
+
+
+def fn_index(chat_app, name: str) -> int:
+    """The index of the event whose handler is ``ChatApp.<name>`` (private events are called by index)."""
+    return next(i for i, fn in chat_app.demo.fns.items() if getattr(fn.fn, "__name__", "") == name)
+
+
+def join(url: str, index: int, data: list, session: str | None = None) -> tuple[str, list[dict]]:
+    """Queue an event by index as the page does, read its stream to the end: (session hash, messages)."""
+    session = session or uuid.uuid4().hex
+    with httpx.Client(timeout=120) as http:
+        joined = http.post(f"{url}/gradio_api/queue/join",
+                           json={"data": data, "fn_index": index, "session_hash": session, "trigger_id": None,
+                                 "event_data": None})
+        joined.raise_for_status()
+        messages = []
+        with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    messages.append(message)
+                    if message.get("msg") in ("process_completed", "close_stream"):
+                        break
+    return session, messages
+
+
+def refusal_of(final: tuple[str, object]) -> str:
+    """The text a client is shown for a refused call, whichever way the server refused it."""
+    kind, data = final
+    if kind == "error":
+        return str(data.get("error") if isinstance(data, dict) else data)
+    markdown, image, _facts = data
+    assert image is None, "a refused file must never come back as a picture"
+    return plain(markdown)
+
+
+# --------------------------------------------------------------------------------------- 1. file reads
+
+
+SHAPES = {
+    "bare path": lambda path: {"path": path},
+    "path with meta": lambda path: {"path": path, "meta": {"_type": "gradio.FileData"}},
+    "plain string": lambda path: path,
+    "dot-dot path": lambda path: {"path": f"{'/..' * 12}{path}"},
+    "url": lambda path: {"url": f"file://{path}", "path": None},
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_explain_refuses_server_files_with_one_message(url, secrets, shape):
+    answers = {name: refusal_of(call(url, "explain", [SHAPES[shape](path), "why? opacity 0", "shapes"]))
+               for name, path in secrets.items()}
+    # The same answer whether the path holds an image, a text file or nothing: no existence oracle.
+    assert len(set(answers.values())) == 1, answers
+    answer = answers["image"]
+    assert SECRET not in answer and "passwd" not in answer and "circle" not in answer.lower()
+    assert "private" not in answer and "/" not in answer.replace("gradio_api", "")
+    if shape in ("bare path", "dot-dot path", "url"):
+        assert REFUSED in answer  # our own gate answered
+
+
+def test_explain_refuses_a_symlink_out_of_the_upload_folder(url, uploads, secrets):
+    link = uploads / "innocent.png"
+    link.symlink_to(secrets["image"])
+    answer = refusal_of(call(url, "explain", [{"path": str(link)}, "why?", "shapes"]))
+    assert REFUSED in answer
+
+
+def test_explain_still_answers_a_real_upload(url, uploads):
+    path = shape_png(uploads, "square")
+    kind, (_markdown, image, facts) = call(url, "explain", [{"path": path}, "why?", "shapes"])
+    assert kind == "complete" and image is not None and facts["data"]["explanation"]["target"]["label"] == "square"
+
+
+def test_chat_refuses_server_files_and_keeps_the_conversation(served, secrets):
+    url, chat_app = served
+    index = fn_index(chat_app, "chat_turn")
+    for path in (secrets["image"], secrets["missing"]):
+        _session, messages = join(url, index, [{"text": "why? opacity 0", "files": [{"path": path}]}, None])
+        done = messages[-2] if messages[-1].get("msg") == "close_stream" else messages[-1]
+        shown = json.dumps(done)
+        assert SECRET not in shown and "private.png" not in shown and "no-such-file" not in shown
+        assert done["success"] is False or REFUSED in plain(shown)
+
+
+@pytest.mark.parametrize("shape", ["bare path", "path with meta"])
+def test_model_upload_event_refuses_server_files(served, secrets, shape):
+    url, chat_app = served
+    index = fn_index(chat_app, "upload_model")
+    seen = set()
+    for path in (secrets["text"], secrets["missing"]):
+        _session, messages = join(url, index, [SHAPES[shape](path), SHAPES[shape](secrets["text"]), None])
+        done = next(m for m in messages if m.get("msg") == "process_completed")
+        assert done["success"] is False
+        seen.add(json.dumps(done["output"], sort_keys=True))
+    assert len(seen) == 1  # one answer whatever is at the path
+    [shown] = seen
+    assert "passwd" not in shown and "no-such-file" not in shown and SECRET not in shown
