@@ -43,14 +43,16 @@ from .errors import (
     LayerError,
     ModelError,
 )
+from .heads import HEADS, probabilities
 from .images import load_image
-from .models import LoadedModel, ModelInfo, load_model
+from .models import LoadedModel, ModelInfo, load_model, trusted_paths
 from .region import Region, localize
 from .result import Explanation, Prediction
 
 quiet_tensorflow()
 
 __all__ = [
+    "HEADS",
     "AmbiguousClassError",
     "ClassError",
     "ExplainerError",
@@ -67,5 +69,7 @@ __all__ = [
     "load_model",
     "localize",
     "predict",
+    "probabilities",
+    "trusted_paths",
     "warm_up",
 ]

@@ -25,11 +25,11 @@ import keras
 import numpy as np
 
 from .cams import get_method
-from .cams.base import softmax
 from .engine import explain, forward, predict
+from .heads import probabilities as head_probabilities
 from .images import load_image
 from .layers import walk
-from .models import LoadedModel, preprocess, resize
+from .models import LoadedModel, resize
 from .region import DEFAULT_THRESHOLD, localize
 from .region import box_iou as _box_overlap
 
@@ -262,9 +262,9 @@ def _curves(model, images, maps, targets, steps, baseline, seed, inserting) -> C
     for start in range(0, len(images), per_call):
         stacks = [_curve_inputs(model, image, h, steps, baseline, rng, inserting)
                   for image, h in zip(images[start : start + per_call], heat[start : start + per_call], strict=True)]
-        logits = forward(model, preprocess(np.concatenate(stacks), model.info.preprocess), FORWARD_BATCH)
+        logits = forward(model, model.preprocess(np.concatenate(stacks)), FORWARD_BATCH)
         chosen = np.repeat(targets[start : start + per_call], steps + 1)
-        probabilities.append(_probability(logits, chosen).reshape(-1, steps + 1))
+        probabilities.append(_probability(logits, chosen, model.info.head).reshape(-1, steps + 1))
     return Curves(np.linspace(0.0, 1.0, steps + 1), np.concatenate(probabilities))
 
 
@@ -291,9 +291,9 @@ def _baseline(raw: np.ndarray, kind: str) -> np.ndarray:
     return np.zeros_like(raw)
 
 
-def _probability(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Softmax probability of each row's own target."""
-    return softmax(logits)[np.arange(len(logits)), targets]
+def _probability(logits: np.ndarray, targets: np.ndarray, head: str = "softmax") -> np.ndarray:
+    """The model's own probability (softmax, or the label's sigmoid for multi-label heads) of each row's target."""
+    return head_probabilities(logits, head)[np.arange(len(logits)), targets]
 
 
 # --------------------------------------------------------------------------------- confidence (Grad-CAM++)
@@ -335,8 +335,8 @@ def confidence_change(model: LoadedModel, images, maps, targets=None) -> Confide
     size = model.info.input_size
     raw = np.stack([resize(image, size).astype(np.float32) for image in images])
     weights = np.stack([_unit(resize(h, size)) for h in heat])[..., None]
-    logits = forward(model, preprocess(np.concatenate([raw, raw * weights]), model.info.preprocess), FORWARD_BATCH)
-    probabilities = _probability(logits, np.concatenate([targets, targets]))
+    logits = forward(model, model.preprocess(np.concatenate([raw, raw * weights])), FORWARD_BATCH)
+    probabilities = _probability(logits, np.concatenate([targets, targets]), model.info.head)
     return ConfidenceChange(probabilities[: len(images)], probabilities[len(images) :])
 
 
