@@ -27,7 +27,9 @@ SIZE = 32
 BIASES = np.array([1.6, -2.5, 0.9, -0.6], np.float32)
 
 
-def multilabel_cnn(seed: int = 3) -> keras.Model:
+def multilabel_cnn(seed: int = 3, negative_top: bool = False) -> keras.Model:
+    """The test model; with ``negative_top`` the most probable finding gets all-negative weights, so its Grad-CAM
+    map (ReLU of a negative sum of non-negative activations) is empty while its bias keeps it on top."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
@@ -36,7 +38,10 @@ def multilabel_cnn(seed: int = 3) -> keras.Model:
     model = keras.Model(inputs, outputs)
     dense = model.get_layer("findings")
     kernel, _ = dense.get_weights()
-    dense.set_weights([kernel * 0.05, BIASES])
+    kernel = kernel * 0.05
+    if negative_top:
+        kernel[:, 0] = -0.05
+    dense.set_weights([kernel, BIASES])
     return model
 
 
@@ -294,6 +299,46 @@ def test_blank_image_warning_for_softmax_models_too():
     softmax = explainer.load_model(gap_cnn(), labels=["a", "b", "c", "d"], preprocess="unit")
     reply = ChatSession(softmax).respond("", [np.zeros((32, 32, 3), np.uint8)])
     assert reply.intent == I.WHY and "almost no structure" in _words(reply.markdown)
+
+
+def test_empty_map_is_said_next_to_the_classification(image):
+    model = explainer.load_model(multilabel_cnn(negative_top=True), labels=FINDINGS, preprocess="unit")
+    session = ChatSession(model)
+    session.respond("", [image])
+    result = session.explanation()
+    assert result.target_label == FINDINGS[0] and result.region.coverage == 0 and result.heatmap.max() == 0
+    reply = session.respond("what is it?")
+    assert reply.data["empty_map"] is True
+    assert f"map for {FINDINGS[0]} is empty" in _words(reply.markdown)
+    why = _words(session.respond("why?").markdown)
+    assert f"**{FINDINGS[0]}** ({_pct(result.probability)}): the map is empty" in why
+
+
+def test_real_map_is_not_called_empty(chat):
+    reply = chat.respond("what is it?")
+    assert reply.data["empty_map"] is False and "is empty" not in _words(reply.markdown)
+
+
+# ------------------------------------------------------------------------------------------ image notes
+
+
+def test_notes_of_the_image_loader_open_the_answer(model, image, monkeypatch):
+    """Whatever the question, notes the loader made about a new upload are shown once, with its number."""
+    session = ChatSession(model)
+    plain_add = session.add_image
+
+    def add_with_notes(source):
+        entry = plain_add(source)
+        entry.notes = ["This DICOM file has 12 frames; the first is explained."]
+        return entry
+
+    monkeypatch.setattr(session, "add_image", add_with_notes)
+    reply = session.respond("how sure?", [image])
+    text = _words(reply.markdown)
+    assert text.startswith("_Image 1: This DICOM file has 12 frames; the first is explained._")
+    assert reply.data["image_notes"] == [{"number": 1, "notes": ["This DICOM file has 12 frames; the first is "
+                                                                  "explained."]}]
+    assert "12 frames" not in session.respond("why?").markdown  # said once, with the upload
 
 
 # ------------------------------------------------------------------------------------ softmax unchanged

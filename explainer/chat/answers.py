@@ -228,7 +228,8 @@ def answer_what(session: ChatSession, intent: Intent) -> Reply:
         method=method_name(result.method), **facts,
         images=[(chart, caption(f"Top {len(shown)} {what} of {session.model.name} on image {session.current.number}"))],
         suggestions=suggestions_for(session, result),
-        data={"predictions": [p.to_dict() for p in shown], **_head_data(result), **_facts_data(facts)},
+        data={"predictions": [p.to_dict() for p in shown], "empty_map": result.region.coverage <= 0,
+              **_head_data(result), **_facts_data(facts)},
         footer=result)
 
 
@@ -443,10 +444,11 @@ def answer_compare_classes(session: ChatSession, intent: Intent) -> Reply:
                      [f"{n}. {r.target_label} ({r.probability:.1%})" for n, r in enumerate(results, 1)]),
         results[-1])
     rows = [{"result": r, "overlap": mask_iou(top.region.mask, r.region.mask)} for r in results]
+    what = "findings" if is_multilabel(top) else "classes"
     return render_reply(
-        session, "compare_classes", intent, rows=rows, count=count, method=method_name(top.method),
+        session, "compare_classes", intent, rows=rows, count=count, method=method_name(top.method), what=what,
         agnostic=top.method in CLASS_AGNOSTIC,
-        images=[(side, caption(f"{method_name(top.method)} maps of the top {count} classes"))],
+        images=[(side, caption(f"{method_name(top.method)} maps of the top {count} {what}"))],
         suggestions=suggestions_for(session, top, I.COMPARE_CLASSES),
         data={"explanations": [r.to_dict() for r in results]}, footer=top)
 
