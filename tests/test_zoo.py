@@ -1,26 +1,29 @@
-"""The ImageNet zoo: table, labels, Keras cache, offline behaviour, the default model.
+"""The ImageNet zoo: table, labels, the Keras cache path check, offline behaviour, the default model.
 
-Real weights cannot be downloaded here, so the loading path is tested with weights files written
-from random-initialised models, under the exact names Keras asks for, in a temporary Keras cache
-(``KERAS_HOME``). Downloads are tested against a server on 127.0.0.1.
+Real weights cannot be downloaded here, so loading is tested with weights files written from random-initialised
+models (fixtures in ``conftest.py``): under the exact name Keras asks for in the tests' own Keras cache (Keras knows no
+hash for MobileNetV2's file, so ``weights="imagenet"`` takes it as it would the real one), or given to
+``build(weights=path)``. Keras's download is tested against a server on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import http.server
 import inspect
 import os
 import pathlib
 import threading
 
-import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
+from conftest import random_zoo_model
 from keras.src.utils import file_utils
 
-from explainer import explain, load_model, zoo
+from explainer import ModelError, explain, load_model, zoo
+from explainer.messages import MESSAGES, message
 from explainer.models import preprocess
 
 ZOO_NAMES = [
@@ -34,82 +37,23 @@ ZOO_NAMES = [
 ]
 
 
-def write_weights(model: keras.Model, path: pathlib.Path) -> None:
-    """Save ``model``'s weights in the legacy HDF5 layout of the keras.applications files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as stream:
-        legacy_h5_format.save_weights_to_hdf5_group(stream, model)
-
-
 def same_weights(first: list[np.ndarray], second: list[np.ndarray]) -> bool:
     return len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-def random_model(name: str, seed: int) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    return zoo.ZOO[name].builder(weights=None)
-
-
-def calibrate_batch_norm(model: keras.Model, size: int) -> None:
-    """Set every BatchNormalization's moving statistics from one random batch.
-
-    With fresh statistics (mean 0, variance 1) a random MobileNetV2's activations vanish
-    (out_relu ~1e-11) and every class gets probability 0.001: useless for checking labels.
-    """
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # the moving statistics become this batch's
-    batch = np.random.default_rng(0).uniform(-1, 1, (4, size, size, 3)).astype(np.float32)
-    model(batch, training=True)
-
-
-@pytest.fixture(scope="module")
-def mobilenet_weights(tmp_path_factory) -> tuple[pathlib.Path, list[np.ndarray]]:
-    """A Keras home holding a random-init MobileNetV2 weights file, and those weights."""
-    home = tmp_path_factory.mktemp("keras_home")
-    model = random_model("mobilenet_v2", seed=1)
-    calibrate_batch_norm(model, size=224)
-    write_weights(model, home / "models" / zoo.ZOO["mobilenet_v2"].weights_file)
-    return home, model.get_weights()
-
-
 @pytest.fixture
-def offline_home(tmp_path, monkeypatch) -> pathlib.Path:
-    """An empty Keras home, downloads off, no probe may touch the network."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+def offline(monkeypatch, keras_cache) -> pathlib.Path:
+    """Downloads off, no default chosen by the environment; the (empty) Keras cache folder."""
     monkeypatch.setenv("EXPLAINER_OFFLINE", "1")
     monkeypatch.delenv("EXPLAINER_MODEL", raising=False)
-    monkeypatch.setattr(zoo, "_reachable", _no_network)
-    return tmp_path
+    return keras_cache
 
 
 @pytest.fixture
-def cached_home(mobilenet_weights, offline_home, monkeypatch) -> pathlib.Path:
-    """Like ``offline_home``, with the MobileNetV2 weights file in the cache."""
-    home, _weights = mobilenet_weights
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    return home
-
-
-def _no_network(host, port=443):
-    raise AssertionError(f"the zoo probed {host} although it had no reason to")
-
-
-def _probe_says(reachable: bool, calls: list[str]):
-    def probe(host, port=443):
-        calls.append(host)
-        return reachable
-
-    return probe
-
-
-def _online(monkeypatch, reachable: bool) -> list[str]:
-    """Downloads allowed, the host probe replaced by one that answers ``reachable``."""
-    calls: list[str] = []
-    monkeypatch.delenv("EXPLAINER_OFFLINE", raising=False)
-    monkeypatch.setattr(zoo, "_reachable", _probe_says(reachable, calls))
-    monkeypatch.setattr(zoo, "_probe_results", {})
-    return calls
+def online(offline, monkeypatch) -> pathlib.Path:
+    """Downloads allowed (the tests' own servers are the only ones Keras is pointed at)."""
+    monkeypatch.delenv("EXPLAINER_OFFLINE")
+    return offline
 
 
 # --- labels -------------------------------------------------------------------------------
@@ -162,8 +106,8 @@ def test_zoo_holds_the_seven_models_with_known_conventions():
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_table_matches_what_keras_asks_for(name, monkeypatch):
-    """Build each architecture with weights="imagenet" and catch Keras's request for the file:
-    our file name, origin, hash, cache folder, input size and output must be Keras's own."""
+    """Build each architecture with weights="imagenet" and catch Keras's request for the file: our file name,
+    origin, cache folder, input size and output must be Keras's own."""
     entry = zoo.ZOO[name]
     requests = []
 
@@ -181,7 +125,6 @@ def test_table_matches_what_keras_asks_for(name, monkeypatch):
         entry.builder(weights="imagenet")
     [(fname, origin, kwargs, input_shape, output_shape)] = requests
     assert (fname, origin) == (entry.weights_file, entry.origin)
-    assert kwargs.get("file_hash") == entry.file_hash
     assert kwargs.get("cache_subdir") == "models"
     assert tuple(input_shape[1:3]) == entry.input_size
     assert tuple(output_shape) == (None, 1000)
@@ -194,6 +137,15 @@ def test_preprocess_mode_equals_the_models_own_preprocess_input(name):
     keras_module = getattr(keras.applications, entry.keras_module)
     expected = np.asarray(keras_module.preprocess_input(batch.copy()))
     np.testing.assert_allclose(preprocess(batch.copy(), entry.preprocess), expected, atol=1e-4)
+
+
+def test_zoo_leaves_caching_and_downloading_to_keras():
+    """No private Keras module, no network code of its own: a path check is all the zoo does."""
+    tree = ast.parse(pathlib.Path(zoo.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {module for module in imported if module.startswith("keras.src")}
+    assert not imported & {"socket", "urllib", "urllib.request", "http", "http.client", "requests", "threading"}
 
 
 # --- names --------------------------------------------------------------------------------
@@ -222,117 +174,109 @@ def test_resolve_name(spec, expected):
     assert zoo.resolve_name(spec) == expected
 
 
-def test_unknown_name_is_a_clear_error(offline_home):
+def test_unknown_name_is_a_clear_error():
     with pytest.raises(ValueError, match="not an ImageNet zoo model"):
-        zoo.weights_path("alexnet")
+        zoo.cached_weights_path("alexnet")
 
 
-# --- the Keras cache ----------------------------------------------------------------------
+# --- where the cache is: a path check -------------------------------------------------------
 
 
-def test_weights_path_follows_keras_home_at_call_time(tmp_path, monkeypatch):
+def test_keras_home_follows_keras_rule(tmp_path, monkeypatch):
+    assert zoo.keras_home({"KERAS_HOME": str(tmp_path / "kh")}) == tmp_path / "kh"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert zoo.keras_home({}) == tmp_path / ".keras"
+    assert zoo.keras_home() == pathlib.Path(os.environ["KERAS_HOME"])  # the tests' own, set before Keras's import
+
+
+def test_cached_weights_path_is_the_file_keras_asks_for_in_models(tmp_path):
     file_name = zoo.ZOO["resnet50"].weights_file
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    assert zoo.weights_path("ResNet50") == tmp_path / "kh" / "models" / file_name
-    monkeypatch.delenv("KERAS_HOME")
-    (tmp_path / "user").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert zoo.weights_path("resnet50") == tmp_path / "user" / ".keras" / "models" / file_name
+    assert zoo.cached_weights_path("ResNet-50", tmp_path) == tmp_path / "models" / file_name
+    # Like keras.utils.get_file, a home that cannot be written is replaced by /tmp/.keras.
+    missing = tmp_path / "does-not-exist"
+    assert zoo.cached_weights_path("resnet50", missing) == pathlib.Path("/tmp/.keras/models") / file_name
 
 
-def test_build_loads_the_cached_file_without_network(cached_home, mobilenet_weights):
-    path = zoo.weights_path("mobilenet_v2")
-    before = path.read_bytes()
+def test_cached_weights_path_defaults_to_the_cache_keras_reads(keras_cache):
+    assert zoo.cached_weights_path("mobilenet_v2") == keras_cache / zoo.ZOO["mobilenet_v2"].weights_file
+
+
+def test_is_cached_looks_for_the_file_only(keras_cache):
+    assert not zoo.is_cached("mobilenet_v2")
+    (keras_cache / zoo.ZOO["mobilenet_v2"].weights_file).write_bytes(b"not even HDF5")
+    assert zoo.is_cached("MobileNetV2")
+    assert not zoo.is_cached("resnet50")
+
+
+def test_weights_available_says_how(offline, cached_mobilenet, monkeypatch):
+    assert zoo.weights_available("mobilenet_v2") == (True, "cached")
+    assert zoo.weights_available("mobilenet_v2", allow_download=False) == (True, "cached")
+    assert zoo.weights_available("resnet50") == (False, "offline")
+    monkeypatch.delenv("EXPLAINER_OFFLINE")
+    assert zoo.weights_available("resnet50") == (True, "download")
+    assert zoo.weights_available("resnet50", allow_download=False) == (False, "offline")
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def test_build_reads_the_cached_file_through_keras(offline, cached_mobilenet, mobilenet_weights):
+    before = cached_mobilenet.read_bytes()
     model = zoo.build("mobilenet_v2")
-    _home, saved = mobilenet_weights
+    _source, saved = mobilenet_weights
     assert same_weights(model.get_weights(), saved)
     # A fresh model has moving variance 1 everywhere; the file's statistics were calibrated.
     assert not np.allclose(model.get_layer("bn_Conv1").moving_variance, 1.0)
     assert model.input_shape == (None, 224, 224, 3)
     assert model.output_shape == (None, 1000)
-    assert path.read_bytes() == before
+    assert cached_mobilenet.read_bytes() == before
 
 
-def test_cached_file_with_a_wrong_hash_is_used_and_kept(offline_home):
-    """Keras would re-download (and offline, delete) a cached file whose hash differs from
-    the official one; the zoo trusts the cache. EfficientNet also checks that the model is
-    Keras's "imagenet" variant, which has an extra input Rescaling layer."""
-    model = random_model("efficientnet_b0", seed=3)
-    path = zoo.weights_path("efficientnet_b0")
-    write_weights(model, path)
-    built = zoo.build("efficientnet_b0")
-    assert path.is_file()
+def test_build_from_a_weights_file(tmp_path, offline):
+    """Keras checks the hash of EfficientNet's cached file, so a file of our own goes in by path."""
+    model = random_zoo_model("efficientnet_b0", seed=3)
+    path = tmp_path / "b0.weights.h5"
+    model.save_weights(path)
+    built = zoo.build("EfficientNetB0", weights=path)
     assert same_weights(built.get_weights(), model.get_weights())
-    rescalings = [layer for layer in built.layers if isinstance(layer, keras.layers.Rescaling)]
-    assert len(rescalings) == 2
+    assert built.output_shape == (None, 1000)
+    assert not any(offline.iterdir())  # the cache was not involved
 
 
-def test_missing_weights_offline_name_file_and_place(offline_home):
-    path = offline_home / "models" / zoo.ZOO["mobilenet_v2"].weights_file
+def test_missing_weights_offline_name_the_file_and_the_folder(offline):
+    entry = zoo.ZOO["mobilenet_v2"]
     with pytest.raises(zoo.WeightsUnavailable) as caught:
         zoo.build("mobilenet_v2")
-    message = str(caught.value)
-    assert str(path) in message
-    assert zoo.ZOO["mobilenet_v2"].origin in message
-    assert "EXPLAINER_OFFLINE" in message
-    assert caught.value.path == path
-    assert isinstance(caught.value, RuntimeError)
+    text = str(caught.value)
+    assert entry.weights_file in text
+    assert "$KERAS_HOME/models" in text  # where Keras looks, as the operator set it
+    assert entry.origin in text
+    assert "EXPLAINER_OFFLINE" in text
+    assert os.environ["KERAS_HOME"] not in text  # no server path in a message a visitor may see
+    assert caught.value.path == offline / entry.weights_file
+    assert not any(offline.iterdir())
 
 
-def test_unreadable_cached_file_says_to_delete_it(offline_home):
-    path = zoo.weights_path("mobilenet_v2")
-    path.parent.mkdir(parents=True)
+def test_allow_download_false_keeps_to_the_cache(online):
+    with pytest.raises(zoo.WeightsUnavailable, match="allow_download=False"):
+        zoo.build("mobilenet_v2", allow_download=False)
+
+
+def test_unreadable_cached_file_says_to_delete_it(offline):
+    path = offline / zoo.ZOO["mobilenet_v2"].weights_file
     path.write_bytes(b"not an HDF5 file")
     with pytest.raises(zoo.WeightsUnavailable, match="cannot be loaded") as caught:
         zoo.build("mobilenet_v2")
-    assert str(path) in str(caught.value)
+    assert caught.value.path == path
+    assert zoo.ZOO["mobilenet_v2"].weights_file in str(caught.value)
 
 
-# --- availability ---------------------------------------------------------------------------
-
-
-def test_weights_available_from_the_cache(cached_home):
-    available, reason = zoo.weights_available("mobilenet_v2")
-    assert available
-    assert str(zoo.weights_path("mobilenet_v2")) in reason
-
-
-def test_weights_unavailable_offline(offline_home):
-    available, reason = zoo.weights_available("mobilenet_v2", allow_download=True)
-    assert not available
-    assert "EXPLAINER_OFFLINE" in reason
-
-
-def test_allow_download_false_skips_the_probe(offline_home, monkeypatch):
-    monkeypatch.delenv("EXPLAINER_OFFLINE")
-    available, reason = zoo.weights_available("mobilenet_v2", allow_download=False)
-    assert not available
-    assert "allow_download=False" in reason
-
-
-@pytest.mark.parametrize("reachable", [True, False])
-def test_download_possible_when_the_host_answers(offline_home, monkeypatch, reachable):
-    calls = _online(monkeypatch, reachable)
-    available, reason = zoo.weights_available("mobilenet_v2")
-    assert available is reachable
-    assert "storage.googleapis.com" in reason
-    zoo.weights_available("mobilenet_v2")
-    assert calls == ["storage.googleapis.com"]  # the answer is remembered
-
-
-def test_probe_connects_to_a_listening_port_only():
-    with http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as server:
-        assert zoo._reachable("127.0.0.1", server.server_address[1])
-        port = server.server_address[1]
-    assert not zoo._reachable("127.0.0.1", port)
-
-
-# --- downloading, from a server on 127.0.0.1 ------------------------------------------------
+# --- Keras's download, from a server on 127.0.0.1 ---------------------------------------------
 
 
 @pytest.fixture
-def local_server(tmp_path):
-    """Serves the files of ``tmp_path / "served"`` on 127.0.0.1 until the test ends."""
+def local_mobilenet_origin(tmp_path, monkeypatch) -> pathlib.Path:
+    """Keras's MobileNetV2 download address pointed at a server on 127.0.0.1; the folder it serves."""
     served = tmp_path / "served"
     served.mkdir()
 
@@ -346,70 +290,75 @@ def local_server(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setattr(
+        keras.src.applications.mobilenet_v2, "BASE_WEIGHT_PATH", f"http://127.0.0.1:{server.server_address[1]}/"
+    )
+    yield served
     server.shutdown()
     server.server_close()
 
 
-def test_download_checks_the_hash_and_leaves_no_partial_file(local_server, tmp_path):
-    served, url = local_server
-    (served / "w.h5").write_bytes(b"weights" * 1000)
-    target = tmp_path / "cache" / "models" / "w.h5"
-    good_md5 = zoo._file_digest(served / "w.h5", "0" * 32)
-    zoo._download(url + "w.h5", target, good_md5)
-    assert target.read_bytes() == b"weights" * 1000
-    target.unlink()
-    with pytest.raises(zoo.WeightsUnavailable, match="wrong hash"):
-        zoo._download(url + "w.h5", target, "0" * 32)
-    with pytest.raises(zoo.WeightsUnavailable, match="download failed"):
-        zoo._download(url + "missing.h5", target, None)
-    assert os.listdir(target.parent) == []
-
-
-def test_build_downloads_a_missing_file_into_the_cache(local_server, mobilenet_weights, offline_home, monkeypatch):
-    served, url = local_server
-    file_name = zoo.ZOO["mobilenet_v2"].weights_file
-    home, saved = mobilenet_weights
-    (served / file_name).write_bytes((home / "models" / file_name).read_bytes())
-    monkeypatch.setattr(keras.src.applications.mobilenet_v2, "BASE_WEIGHT_PATH", url)
-    _online(monkeypatch, reachable=True)
+def test_build_lets_keras_download_a_missing_file(online, local_mobilenet_origin, mobilenet_weights):
+    source, saved = mobilenet_weights
+    (local_mobilenet_origin / source.name).write_bytes(source.read_bytes())
     model = zoo.build("mobilenet_v2")
-    assert (offline_home / "models" / file_name).is_file()
+    assert (online / source.name).read_bytes() == source.read_bytes()
     assert same_weights(model.get_weights(), saved)
+
+
+def test_failed_download_names_the_file_and_leaves_nothing(online, local_mobilenet_origin):
+    with pytest.raises(zoo.WeightsUnavailable, match="download failed") as caught:
+        zoo.build("mobilenet_v2")
+    assert zoo.ZOO["mobilenet_v2"].weights_file in str(caught.value)
+    assert not any(online.iterdir())
 
 
 # --- the default model ----------------------------------------------------------------------
 
 
-def test_default_is_shapes_offline_without_weights(offline_home):
+def test_default_is_shapes_offline_without_weights(offline):
     name, reason = zoo.default_model_name()
-    assert name == "shapes"
-    assert str(zoo.weights_path("mobilenet_v2")) in reason
+    assert name == zoo.FALLBACK_MODEL == "shapes"
+    assert zoo.ZOO["mobilenet_v2"].weights_file in reason
+    assert "$KERAS_HOME/models" in reason
+    assert os.environ["KERAS_HOME"] not in reason
 
 
-def test_default_is_mobilenet_when_cached(cached_home):
+def test_default_is_mobilenet_when_cached(offline, cached_mobilenet):
     name, reason = zoo.default_model_name()
     assert name == "mobilenet_v2"
-    assert "cached" in reason
+    assert reason == message("default_model.cached", model="MobileNetV2")
 
 
-def test_default_is_mobilenet_when_downloadable(offline_home, monkeypatch):
-    _online(monkeypatch, reachable=True)
-    assert zoo.default_model_name() == (
-        "mobilenet_v2",
-        "MobileNetV2 (ImageNet) is the default: its weights will be downloaded on first use.",
-    )
+def test_default_is_mobilenet_when_downloads_are_allowed_without_touching_the_network(online, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("choosing the default must not build or download anything")
+
+    monkeypatch.setitem(zoo.ZOO, "mobilenet_v2", dataclasses.replace(zoo.ZOO["mobilenet_v2"], builder=no_build))
+    name, reason = zoo.default_model_name()
+    assert name == "mobilenet_v2"
+    assert reason == message("default_model.download", model="MobileNetV2")
 
 
-def test_environment_variable_chooses_the_default(offline_home, monkeypatch):
+def test_environment_variable_chooses_the_default(offline, monkeypatch):
     monkeypatch.setenv("EXPLAINER_MODEL", "resnet50")
-    assert zoo.default_model_name() == ("resnet50", "chosen by EXPLAINER_MODEL")
+    name, reason = zoo.default_model_name()
+    assert name == "resnet50"
+    assert "EXPLAINER_MODEL" in reason
+
+
+def test_every_catalogue_sentence_renders():
+    fields = {"name": "n", "model": "M", "fallback": "shapes", "file": "f.h5", "folder": "~/.keras/models"}
+    for key in MESSAGES:
+        assert "{" not in message(key, **fields)
+    with pytest.raises(KeyError):
+        message("default_model.offline", model="M")
 
 
 # --- through the public API -----------------------------------------------------------------
 
 
-def test_load_model_and_explain_with_cached_weights(cached_home):
+def test_load_model_and_explain_with_cached_weights(offline, cached_mobilenet):
     model = load_model("MobileNetV2")
     labels = zoo.imagenet_labels()
     assert model.info.labels == labels
@@ -427,9 +376,7 @@ def test_load_model_and_explain_with_cached_weights(cached_home):
     assert [p.label for p in result.predictions] == [labels[p.index] for p in result.predictions]
 
 
-def test_load_model_names_the_missing_file(offline_home):
-    from explainer import ModelError
-
+def test_load_model_names_the_missing_file(offline):
     with pytest.raises(ModelError) as caught:
         load_model("mobilenet_v2")
-    assert str(zoo.weights_path("mobilenet_v2")) in str(caught.value)
+    assert zoo.ZOO["mobilenet_v2"].weights_file in str(caught.value)
