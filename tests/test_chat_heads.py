@@ -266,6 +266,31 @@ def test_model_description_names_the_head(chat):
     assert "4 findings" in text
 
 
+def _head_cnn(units: int, activation: str | None, channels: int = 3) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, channels))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(units, activation=activation)(x))
+
+
+@pytest.mark.parametrize(("units", "activation", "channels", "head", "words"), [
+    (1, "sigmoid", 3, "sigmoid", "one sigmoid unit: the probability of pneumonia, the rest is normal"),
+    (3, None, 3, "linear", "linear scores, read as the logits of a softmax"),
+    (4, "sigmoid", 1, "multilabel", "1 channel (greyscale"),
+])
+def test_model_description_for_other_heads_and_channels(image, units, activation, channels, head, words):
+    labels = ["normal", "pneumonia"] if units == 1 else FINDINGS[:units]
+    model = explainer.load_model(_head_cnn(units, activation, channels), labels=labels, preprocess="unit")
+    assert model.info.head == head
+    session = ChatSession(model)
+    assert words in _words(session.respond("which model?").markdown)
+    for question in ("what is it?", "why?", "how sure?"):  # every head answers, grey models too
+        reply = session.respond(question, [image] if question == "what is it?" else [])
+        assert not reply.error and reply.data["head"] == head, question
+    assert ("findings" in reply.data) == (head == "multilabel")
+
+
 # ------------------------------------------------------------------------------------------- blank images
 
 
