@@ -17,8 +17,9 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ from PIL import Image as PILImage
 from explainer.cams import METHODS
 from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
 from explainer.chat.intents import METHOD_NAMES
-from explainer.chat.models_menu import ModelMenu, ModelShelf, builtin_choices, load_default
+from explainer.chat.models_menu import ModelMenu, ModelShelf, UploadRegistry, builtin_choices, load_default
 from explainer.chat.session import MAX_TOP_K, SettingError, Settings
+from explainer.chat.text import render
 from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
 from explainer.errors import ExplainerError
+from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
 from explainer.uploads import UploadRefused, uploaded_file, uploaded_files
 
@@ -203,6 +206,39 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
 # ------------------------------------------------------------------------------------------------ the app
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one visitor may hold of a public server; each is an environment variable (see the README).
+
+    Attributes
+    ----------
+    uploaded_models : int
+        Uploaded models in memory for all visitors together (``EXPLAINER_MAX_UPLOADED_MODELS``); the least
+        recently used is unloaded first, and its visitor is told.
+    session_seconds : float
+        A session idle this long is forgotten, its uploaded model freed (``EXPLAINER_SESSION_TTL``).
+    """
+
+    uploaded_models: int = 4
+    session_seconds: float = 3600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
+        """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
+        names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL"}
+        values = {}
+        for field_name, variable in names.items():
+            if environ.get(variable, "").strip():
+                kind = type(getattr(cls, field_name))
+                try:
+                    values[field_name] = kind(environ[variable])
+                except ValueError:
+                    raise ValueError(f"{variable} must be a number, not {environ[variable]!r}.") from None
+                if values[field_name] <= 0:
+                    raise ValueError(f"{variable} must be positive, not {environ[variable]!r}.")
+        return cls(**values)
+
+
 @dataclass
 class Visit:
     """One browser session: its conversation with the chat, its models, and the messages on screen."""
@@ -215,8 +251,10 @@ class Visit:
 class ChatApp:
     """Builds the Blocks and holds what all sessions share: the model shelf, the default model, the examples."""
 
-    def __init__(self, shelf: ModelShelf | None = None):
+    def __init__(self, shelf: ModelShelf | None = None, limits: ServerLimits | None = None):
         self.shelf = shelf or ModelShelf()
+        self.limits = limits or ServerLimits.from_env()
+        self.uploads = UploadRegistry(self.limits.uploaded_models)
         # The default model is loaded and warmed up now, at start-up, not on the first question.
         self.default_name, self.default, self.default_reason = load_default(self.shelf)
         self.builtins = builtin_choices(self.default_name)
@@ -230,8 +268,27 @@ class ChatApp:
     # -------------------------------------------------------------------------------------------- sessions
 
     def new_visit(self) -> Visit:
-        menu = ModelMenu(self.shelf, list(self.builtins))
-        return Visit(ChatSession(self.default, loader=menu.get, model_names=menu.names()), menu)
+        menu = ModelMenu(self.shelf, list(self.builtins), registry=self.uploads)
+        return self._attach(Visit(ChatSession(self.default, loader=menu.get, model_names=menu.names()), menu))
+
+    def _attach(self, visit: Visit) -> Visit:
+        """Make ``visit`` the one told when its menu loses its uploaded model."""
+        visit.menu.on_drop = functools.partial(self.model_dropped, visit)
+        return visit
+
+    def model_dropped(self, visit: Visit, model: LoadedModel, evicted: bool) -> None:
+        """``visit`` lost its uploaded ``model``: answer with the default model, and say why if it was evicted."""
+        switched = visit.chat.forget_model(model, self.default)
+        visit.chat.model_names = tuple(visit.menu.names())
+        if evicted and switched:
+            text = render("model_dropped", evicted=True, name=model.name, fallback=self.default_name,
+                          limit=self.uploads.limit)
+            visit.messages = [*without_options(visit.messages), {"role": "assistant", "content": text}]
+
+    def end_visit(self, visit: Visit | None) -> None:
+        """The session is over (tab closed, or idle past its time to live): free its uploaded model."""
+        if isinstance(visit, Visit):
+            visit.menu.release()
 
     def outputs(self, visit: Visit, busy: bool = False) -> tuple:
         """Values of the chat's outputs: the conversation, the input box, the model picker, the settings, the state."""
@@ -341,8 +398,8 @@ class ChatApp:
     def clear(self, visit: Visit | None) -> tuple:
         """The chat's bin icon: start a fresh conversation with the same model and settings."""
         old = visit or self.new_visit()
-        visit = Visit(ChatSession(old.chat.model, loader=old.menu.get, model_names=old.menu.names(),
-                                  settings=old.chat.settings), old.menu)
+        visit = self._attach(Visit(ChatSession(old.chat.model, loader=old.menu.get, model_names=old.menu.names(),
+                                               settings=old.chat.settings), old.menu))
         return self.outputs(visit)
 
     @event_boundary
@@ -363,7 +420,8 @@ class ChatApp:
         """The Blocks: a chat tab (model picker, own model upload, settings, examples) and a one-question tab."""
         # analytics_enabled=False: no telemetry or version check, the app makes no network calls of its own.
         with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as demo:
-            visit = gr.State(None)
+            # Each session's state is dropped when its tab closes or after session_seconds idle; its upload with it.
+            visit = gr.State(None, time_to_live=self.limits.session_seconds, delete_callback=self.end_visit)
             gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
                         "heatmaps with text filled in from measured numbers: no language model, no network.")
             with gr.Tab("Chat"):

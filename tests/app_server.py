@@ -28,10 +28,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(model: str = MODEL) -> Iterator[tuple[str, app.ChatApp]]:
-    """Build the app with ``model`` as the default, serve it on a free local port, yield (URL, app), close it."""
+def running_app(model: str = MODEL, **env: str) -> Iterator[tuple[str, app.ChatApp]]:
+    """Build the app with ``model`` as the default (and ``env`` as environment variables, e.g. limits), serve it on
+    a free local port, yield (URL, app), close it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EXPLAINER_MODEL", model)
+        for name, value in env.items():
+            patch.setenv(name, value)
         chat_app = app.ChatApp()
     demo = chat_app.build()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,

@@ -153,3 +153,72 @@ def test_model_upload_event_refuses_server_files(served, secrets, shape):
     assert len(seen) == 1  # one answer whatever is at the path
     [shown] = seen
     assert "passwd" not in shown and "no-such-file" not in shown and SECRET not in shown
+
+
+# ------------------------------------------------------------------------------- 2. memory per visitor
+
+
+def tiny_model_file(folder, name: str, classes: int = 3) -> str:
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    outputs = keras.layers.Dense(classes, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    path = folder / f"{name}.keras"
+    keras.Model(inputs, outputs).save(path)
+    return str(path)
+
+
+def collected(ref) -> bool:
+    import gc
+
+    gc.collect()
+    return ref() is None
+
+
+def test_a_new_upload_replaces_the_previous_one_and_frees_it(served, uploads):
+    import weakref
+
+    _url, chat_app = served
+    visit = chat_app.new_visit()
+    chat_app.upload_model({"path": tiny_model_file(uploads, "first")}, None, visit)
+    first = weakref.ref(visit.chat.model.keras_model)
+    chat_app.upload_model({"path": tiny_model_file(uploads, "second")}, None, visit)
+    assert list(visit.menu.uploads) == ["second (uploaded)"] and visit.chat.model.name == "second"
+    assert collected(first)  # nothing else held the replaced model
+    second = weakref.ref(visit.chat.model.keras_model)
+    chat_app.end_visit(visit)  # the session ended: its model goes too
+    assert visit.chat.model is chat_app.default and not visit.menu.uploads
+    assert collected(second)
+
+
+def test_the_least_recently_used_upload_is_evicted_with_a_message(uploads):
+    import weakref
+
+    with running_app(EXPLAINER_MAX_UPLOADED_MODELS="1") as (_url, chat_app):
+        alice, bob = chat_app.new_visit(), chat_app.new_visit()
+        chat_app.upload_model({"path": tiny_model_file(uploads, "alices")}, None, alice)
+        alices = weakref.ref(alice.chat.model.keras_model)
+        chat_app.upload_model({"path": tiny_model_file(uploads, "bobs")}, None, bob)
+        assert len(chat_app.uploads) == 1 and bob.chat.model.name == "bobs"
+        assert alice.chat.model is chat_app.default and not alice.menu.uploads
+        notice = plain(alice.messages[-1]["content"])
+        assert "alices" in notice and "unloaded" in notice and "at most 1 uploaded model" in notice
+        assert "alices (uploaded)" not in [key for _label, key in chat_app.outputs(alice)[2].choices]
+        assert collected(alices)
+
+
+def test_an_idle_session_is_forgotten_and_its_model_freed(uploads):
+    import time
+
+    with running_app(EXPLAINER_SESSION_TTL="1") as (url, chat_app):
+        index = fn_index(chat_app, "upload_model")
+        path = tiny_model_file(uploads, "idle")
+        _session, messages = join(url, index, [{"path": path, "meta": {"_type": "gradio.FileData"}}, None, None])
+        assert next(m for m in messages if m.get("msg") == "process_completed")["success"] is True
+        assert len(chat_app.uploads) == 1
+        for _ in range(100):  # Gradio sweeps expired state once a second
+            if len(chat_app.uploads) == 0:
+                break
+            time.sleep(0.2)
+        assert len(chat_app.uploads) == 0

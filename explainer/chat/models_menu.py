@@ -8,9 +8,11 @@ by every conversation. A model file a visitor uploads is loaded in Keras safe mo
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +137,48 @@ def _label(name: str) -> str:
     return Path(name).name
 
 
+class UploadRegistry:
+    """Server-wide bookkeeping of the models visitors uploaded: at most ``limit`` in memory at once.
+
+    Each visitor's menu holds at most one upload; when a new upload would exceed the limit, the menu whose upload
+    was used least recently loses it (:meth:`ModelMenu.evict` tells that visitor). Thread-safe.
+    """
+
+    def __init__(self, limit: int = 4):
+        if limit < 1:
+            raise ValueError("The registry must admit at least one uploaded model.")
+        self.limit = limit
+        self._menus: OrderedDict[int, ModelMenu] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._menus)
+
+    def admit(self, menu: ModelMenu) -> None:
+        """Count ``menu``'s upload (most recently used), evicting the least recently used others over the limit."""
+        with self._lock:
+            self._menus[id(menu)] = menu
+            self._menus.move_to_end(id(menu))
+            evicted = []
+            while len(self._menus) > self.limit:
+                _key, oldest = self._menus.popitem(last=False)
+                evicted.append(oldest)
+        for menu_out in evicted:  # outside the lock: eviction talks to that visitor's conversation
+            menu_out.evict()
+        if evicted:
+            gc.collect()  # a model's weights are often in reference cycles (layers <-> compiled functions)
+
+    def touch(self, menu: ModelMenu) -> None:
+        with self._lock:
+            if id(menu) in self._menus:
+                self._menus.move_to_end(id(menu))
+
+    def release(self, menu: ModelMenu) -> None:
+        with self._lock:
+            self._menus.pop(id(menu), None)
+
+
 @dataclass
 class ModelMenu:
     """One visitor's models: the shared built-in ones plus the files this visitor uploaded.
@@ -150,6 +194,10 @@ class ModelMenu:
     shelf: ModelShelf
     builtins: list[tuple[str, str]]
     uploads: dict[str, LoadedModel] = field(default_factory=dict)
+    #: Shared by every visitor: caps the uploaded models in memory (None: no cap, e.g. in scripts).
+    registry: UploadRegistry | None = None
+    #: Called with the upload this menu loses (evicted or replaced), so the conversation can let go of it.
+    on_drop: Callable[[LoadedModel, bool], None] | None = None
 
     def choices(self) -> list[tuple[str, str]]:
         """``(label, key)`` pairs: the built-in models, then this visitor's uploads."""
@@ -162,6 +210,8 @@ class ModelMenu:
     def get(self, key: str) -> LoadedModel:
         """The model behind a menu key (raises :class:`ModelError` for a key that is not in the menu)."""
         if key in self.uploads:
+            if self.registry is not None:
+                self.registry.touch(self)
             return self.uploads[key]
         if key not in {name for _label, name in self.builtins}:
             raise ModelError(f"There is no model called {key!r} here; choose one of {', '.join(self.names())}.")
@@ -177,8 +227,12 @@ class ModelMenu:
                 return name
         return None
 
-    def add_upload(self, model_file: str, labels_file: str | None = None) -> tuple[str, LoadedModel]:
+    def add_upload(self, model_file: str, labels_file: str | None = None,
+                   checker: Callable[[Path], object] | None = None) -> tuple[str, LoadedModel]:
         """Load an uploaded ``.keras``/``.h5`` file (Keras safe mode) with optional labels, warm it up, list it.
+
+        ``checker(path)`` runs first and may refuse the file (e.g. a memory budget read off its architecture).
+        The new upload replaces this menu's previous one.
 
         Returns
         -------
@@ -195,11 +249,33 @@ class ModelMenu:
         path = Path(model_file)
         if path.suffix.lower() not in MODEL_SUFFIXES:
             raise ModelError(f"{path.name!r} is not a Keras model file; upload a .keras or .h5 file.")
+        if checker is not None:
+            checker(path)
         model = load_model(path, labels=labels_file or None)
         warm_up(model)
+        self.release()  # a visitor's new upload replaces the previous one
         key = self._free_key(path.stem)
         self.uploads[key] = model
+        if self.registry is not None:
+            self.registry.admit(self)
         return key, model
+
+    def evict(self) -> None:
+        """The server needs the memory: forget this visitor's upload and tell the conversation."""
+        self._drop(evicted=True)
+
+    def release(self) -> None:
+        """Forget this visitor's upload (a new upload, or the session ended)."""
+        self._drop(evicted=False)
+
+    def _drop(self, evicted: bool) -> None:
+        dropped = list(self.uploads.values())
+        self.uploads.clear()
+        if self.registry is not None:
+            self.registry.release(self)
+        for model in dropped:
+            if self.on_drop is not None:
+                self.on_drop(model, evicted)
 
     def _free_key(self, stem: str) -> str:
         taken = set(self.names())

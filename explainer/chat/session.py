@@ -258,6 +258,18 @@ class ChatSession:
                 logger.exception("answer after a model switch failed")
                 return answers.apology_reply(self)
 
+    def forget_model(self, model: LoadedModel, fallback: LoadedModel) -> bool:
+        """Let go of ``model`` (its memory is wanted back); answer with ``fallback`` if it was answering.
+
+        Returns True when the answering model changed. Explanations stay cached: they hold no model.
+        """
+        with self._lock:
+            self._models.pop(id(model), None)
+            if self.model is not model:
+                return False
+            self.set_model(fallback)
+            return True
+
     def load_model(self, name: str) -> LoadedModel:
         """The model called ``name`` from the loader (a :class:`ExplainerError` if there is no loader)."""
         if self.loader is None:
