@@ -17,14 +17,12 @@ import numpy as np
 from . import explain, load_model
 from .cams import METHODS, get_method
 from .errors import ExplainerError
-from .images import load_image
+from .images import IMAGE_SUFFIXES, load_image_with_notes
 from .labels import match_label
 from .layers import resolve_layer
 from .models import PREPROCESS_MODES
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: see README)")
     run.add_argument("--labels", help="text file with one class label a line")
     run.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
+    run.add_argument("--trust-model", action="store_true",
+                     help="load the model file with Keras safe mode off (Lambda layers run Python code): "
+                          "only for your own files")
     run.add_argument("--target", help="class label or index to explain (default: the top prediction)")
     run.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
     run.add_argument("--layer", help="target layer name (default: the last spatial layer)")
@@ -68,7 +69,7 @@ def expand(paths: list[str]) -> list[Path]:
 
 def explain_command(args: argparse.Namespace) -> int:
     try:
-        model = load_model(args.model, labels=args.labels, preprocess=args.preprocess)
+        model = load_model(args.model, labels=args.labels, preprocess=args.preprocess, trust=args.trust_model)
         get_method(args.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         target = None if args.target is None else match_label(model.labels, args.target)
@@ -80,13 +81,17 @@ def explain_command(args: argparse.Namespace) -> int:
     used_names: set[str] = set()
     for path in expand(args.images):
         try:
-            result = explain(model, load_image(path), target=target, method=args.method, layer=args.layer,
+            loaded = load_image_with_notes(path)
+            result = explain(model, loaded.pixels, target=target, method=args.method, layer=args.layer,
                              threshold=args.threshold)
         except ExplainerError as err:
             failures += 1
             print(f"error: {path}: {err}", file=sys.stderr)
             continue
-        record = {"image": str(path), **result.to_dict()}
+        record = {"image": str(path), **result.to_dict(), "notes": loaded.notes}
+        if not args.json:  # JSON readers get the notes in the record
+            for note in loaded.notes:
+                print(f"note: {path}: {note}", file=sys.stderr)
         if args.out:
             record.update(_save(result, path, args.out, used_names))
         print(json.dumps(record) if args.json else _summary(path, result))
@@ -107,8 +112,12 @@ def _save(result, path: Path, out: Path, used: set[str]) -> dict:
 
 def _summary(path: Path, result) -> str:
     region = result.region
-    return (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
+    line = (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
             f"{region.location}, box {region.bbox}, {region.coverage:.0%} of the image, {region.spread}")
+    if result.head == "multilabel":  # each label is its own yes/no: say which are present
+        found = ", ".join(f"{p.label} ({p.probability:.1%})" for p in result.positive) or "none"
+        line += f"; present (from {result.decision_threshold:.0%}): {found}"
+    return line
 
 
 def _fail(message: str, code: int) -> int:

@@ -2,6 +2,7 @@
 
 Decoding goes through Pillow, which knows the formats people actually upload (EXIF-rotated JPEG photos, palette
 and RGBA PNG, 16-bit TIFF, CMYK JPEG, animated GIF) and refuses decompression bombs before allocating them.
+DICOM files (``.dcm``, or the DICOM marker whatever the name) go through pydicom (see :mod:`explainer.dicom`).
 """
 
 from __future__ import annotations
@@ -9,17 +10,44 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import dicom
 from .errors import ImageError
 
 #: Largest image we decode, in pixels (about 40 megapixels, a large phone photo). Bigger images are refused
 #: before decoding, so a 20000x20000 upload or a decompression bomb cannot exhaust memory.
 MAX_PIXELS = 40_000_000
 
+#: File name endings taken as images when a folder is listed (the one list for the whole project).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm"})
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as the engine explains it, and what the user should be told about how it was read.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        RGB ``uint8`` of shape (H, W, 3), exactly what :func:`load_image` returns.
+    notes : list of str
+        Short neutral sentences for the user (e.g. "This DICOM file has 12 frames; the first is explained.").
+    name : str
+        How messages may call the source: the file name, ``"the DICOM file"`` for DICOM (whose names often are the
+        patient's), ``""`` for an in-memory image.
+    dicom : bool
+        Whether the source was read as DICOM.
+    """
+
+    pixels: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    name: str = ""
+    dicom: bool = False
 
 
 def load_image(image: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarray:
@@ -28,21 +56,49 @@ def load_image(image: str | os.PathLike | Image.Image | np.ndarray) -> np.ndarra
     Parameters
     ----------
     image : path, PIL.Image.Image or numpy.ndarray
-        A file path, a PIL image, or an array (H×W grey, H×W×1, H×W×3 RGB or H×W×4 RGBA; any integer or float dtype:
-        floats in [0, 1] are scaled to 0–255, 16-bit integers are scaled down).
+        A file path (any format Pillow reads, or DICOM), a PIL image, or an array (H×W grey, H×W×1, H×W×3 RGB or
+        H×W×4 RGBA; any integer or float dtype: floats in [0, 1] are scaled to 0–255, integers outside 0–255, such
+        as 16-bit data, are stretched from their own minimum to their maximum).
 
     Raises
     ------
     ImageError
         When the file is missing, empty, not an image, truncated, or larger than ``MAX_PIXELS``.
     """
+    return load_image_with_notes(image).pixels
+
+
+def load_image_with_notes(image: str | os.PathLike | Image.Image | np.ndarray) -> LoadedImage:
+    """Like :func:`load_image`, with the notes for the user and the name messages may use.
+
+    Raises
+    ------
+    ImageError
+        As :func:`load_image`. Messages about a DICOM file call it "the DICOM file", never by its name.
+    """
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image)
+        return LoadedImage(_array_to_rgb(image))
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
+        return LoadedImage(_pil_to_rgb(image))
     if isinstance(image, (str, os.PathLike)):
-        return _pil_to_rgb(_open(Path(image)))
+        return _load_path(Path(image))
     raise ImageError(f"Expected an image file, a PIL image or an array, got {type(image).__name__}.")
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """How a message may call the file at ``path``: its name, or ``"the DICOM file"`` for a DICOM file."""
+    return dicom.DICOM_NAME if dicom.is_dicom(path) else Path(path).name
+
+
+def _load_path(path: Path) -> LoadedImage:
+    if not dicom.is_dicom(path):
+        return LoadedImage(_pil_to_rgb(_open(path)), name=path.name)
+    if not path.is_file():
+        raise ImageError("No image file: the DICOM file was not found.")
+    if path.stat().st_size == 0:
+        raise ImageError("The DICOM file is empty (0 bytes).")
+    pixels, notes = dicom.read_dicom(path, MAX_PIXELS)
+    return LoadedImage(pixels, notes, dicom.DICOM_NAME, dicom=True)
 
 
 def _open(path: Path) -> Image.Image:
@@ -83,7 +139,9 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     with contextlib.suppress(EOFError):
         img.seek(0)  # animated GIF/WebP: explain the first frame
     img = ImageOps.exif_transpose(img)  # photos taken sideways are stored sideways
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: the data's own range becomes 0-255
+        return _array_to_rgb(np.asarray(img), stretch=True)
+    if img.mode == "F":
         return _array_to_rgb(np.asarray(img))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         return _flatten_alpha(np.asarray(img.convert("RGBA")))
@@ -97,14 +155,14 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+def _array_to_rgb(arr: np.ndarray, stretch: bool = False) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         raise ImageError(f"An image array must be H×W, H×W×3 or H×W×4; got shape {arr.shape}.")
     _check_size((arr.shape[1], arr.shape[0]))
-    arr = _to_uint8(arr)
+    arr = _to_uint8(arr, stretch)
     if arr.ndim == 2:
         return np.repeat(arr[..., None], 3, axis=-1)
     if arr.shape[-1] == 4:
@@ -112,7 +170,12 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
+def _to_uint8(arr: np.ndarray, stretch: bool = False) -> np.ndarray:
+    """8-bit values of ``arr``; integers outside 0–255 (and every integer when ``stretch``) are min–max stretched.
+
+    Stretching uses the data's own range, not the type's: a 16-bit X-ray stored in 1000–3000 of 0–65535 would
+    otherwise come out as a nearly black, flat picture (and a model trained on 8-bit images would see that).
+    """
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
@@ -122,8 +185,18 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
         return np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
-        top = int(arr.max()) if arr.size else 0
-        if top > 255:  # 16-bit or 32-bit data: keep the full range visible
-            return (arr.astype(np.float64) * (255.0 / (65535.0 if top <= 65535 else top))).astype(np.uint8)
-        return np.clip(arr, 0, 255).astype(np.uint8)
+        low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if stretch or low < 0 or high > 255:
+            return _stretch(arr, low, high)
+        return arr.astype(np.uint8)
     raise ImageError(f"Unsupported image dtype {arr.dtype}.")
+
+
+def _stretch(arr: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Min–max to 0–255; a constant image keeps its level relative to its type's range (white stays white)."""
+    if high == low:
+        info = np.iinfo(arr.dtype)
+        level = 0.0 if info.max == info.min else (low - info.min) / (info.max - info.min)
+        return np.full(arr.shape, round(255 * level), np.uint8)
+    scaled = (arr.astype(np.float64) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
