@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from explainer import ImageError, load_image
+from explainer.images import display_name, load_image_with_notes
 
 
 @pytest.fixture
@@ -110,3 +111,37 @@ def test_huge_image_and_decompression_bomb_refused_without_decoding(tmp_path):
     Image.new("1", (9000, 5000)).save(wide)  # 45 MP: under Pillow's bomb limit, over ours
     with pytest.raises(ImageError, match="megapixels"):
         load_image(wide)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_grey_uses_its_own_range(tmp_path, suffix):
+    # An X-ray-like 16-bit image using 1000-3000 of 0-65535: divided by 65535 it would be black (0-11).
+    ramp = np.tile(np.linspace(1000, 3000, 64).astype(np.uint16), (16, 1))
+    path = tmp_path / f"xray{suffix}"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")  # really stored as 16-bit
+    grey = load_image(path)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255
+    assert (np.diff(grey[0].astype(int)) >= 0).all() and len(np.unique(grey)) == 64
+    assert abs(int(grey[0, 32]) - 129) <= 2  # linear: the middle of the range is mid-grey
+
+
+def test_sixteen_bit_constant_image_keeps_its_level(tmp_path):
+    path = tmp_path / "white16.png"
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(path)
+    assert (load_image(path) == 255).all()
+
+
+def test_integer_arrays(picture):
+    assert np.array_equal(load_image(picture.astype(np.int64)), picture)  # 0-255 in a wide type: as is
+    signed = np.array([[-1000, 0], [1000, 3000]], np.int16)  # outside 0-255: stretched over its own range
+    assert load_image(signed)[..., 0].tolist() == [[0, 64], [128, 255]]
+
+
+def test_notes_and_names(tmp_path, picture):
+    path = save(Image.fromarray(picture), tmp_path / "photo.png")
+    loaded = load_image_with_notes(path)
+    assert np.array_equal(loaded.pixels, load_image(path))
+    assert loaded.notes == [] and loaded.name == "photo.png" and not loaded.dicom
+    assert display_name(path) == "photo.png" and display_name(tmp_path / "Doe_Jane.dcm") == "the DICOM file"
+    assert load_image_with_notes(picture).name == ""
