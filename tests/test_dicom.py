@@ -173,6 +173,32 @@ def test_rgb_dicom_keeps_its_colour(tmp_path):
     np.testing.assert_array_equal(pixels, rgb)
 
 
+def test_ybr_and_palette_colour(tmp_path):
+    from pydicom.pixels import convert_color_space
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[...] = (200, 50, 0)
+    ybr = write_dicom(tmp_path / "ybr.dcm", convert_color_space(rgb, "RGB", "YBR_FULL"), photometric="RGB")
+    ds = pydicom.dcmread(ybr)
+    ds.PhotometricInterpretation = "YBR_FULL"  # as ultrasound machines often store colour
+    ds.save_as(ybr)
+    assert np.abs(load_image(ybr).astype(int) - rgb).max() <= 2
+
+    indices = np.tile(np.arange(4, dtype=np.uint8), (4, 1))  # palette entries 0-3: black, red, green, blue
+    descriptor = [256, 0, 16]
+    palette = write_dicom(tmp_path / "palette.dcm", indices, photometric="PALETTE COLOR",
+                          RedPaletteColorLookupTableDescriptor=descriptor,
+                          GreenPaletteColorLookupTableDescriptor=descriptor,
+                          BluePaletteColorLookupTableDescriptor=descriptor)
+    ds = pydicom.dcmread(palette)
+    for channel, name in enumerate(("Red", "Green", "Blue")):
+        lut = np.zeros(256, "<u2")
+        lut[channel + 1] = 65535
+        setattr(ds, f"{name}PaletteColorLookupTableData", lut.tobytes())
+    ds.save_as(palette)
+    assert load_image(palette)[0].tolist() == [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+
+
 def test_preamble_recognised_whatever_the_name(tmp_path):
     dcm = write_dicom(tmp_path / "scan.dcm", RAMP)
     disguised = tmp_path / "scan.bin"
@@ -255,7 +281,9 @@ def shapes():
 def test_explain_through_the_python_api(tmp_path, shapes):
     picture = np.zeros((64, 64), np.uint16)
     picture[20:44, 20:44] = 3000  # a bright square on a dark field, 16-bit like an X-ray
-    result = explain(shapes, load_image(write_dicom(tmp_path / "square.dcm", picture)))
+    path = write_dicom(tmp_path / "square.dcm", picture)
+    result = explain(shapes, path)  # a path, as a user of the Python API passes it
+    np.testing.assert_array_equal(result.image, load_image(path))
     assert result.image.shape == (64, 64, 3) and result.image.max() == 255
     assert result.heatmap.shape == (64, 64) and np.isfinite(result.heatmap).all()
     assert not leaks(json.dumps(result.to_dict()))
