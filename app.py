@@ -12,6 +12,7 @@ the model upload and the examples all speak in the same conversation, and the co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -34,6 +35,7 @@ from explainer.chat.intents import METHOD_NAMES
 from explainer.chat.models_menu import ModelMenu, ModelShelf, UploadRegistry, builtin_choices, load_default
 from explainer.chat.session import MAX_TOP_K, SettingError, Settings
 from explainer.chat.text import render
+from explainer.deadline import time_budget
 from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
@@ -217,15 +219,27 @@ class ServerLimits:
         recently used is unloaded first, and its visitor is told.
     session_seconds : float
         A session idle this long is forgotten, its uploaded model freed (``EXPLAINER_SESSION_TTL``).
+    turn_seconds : float
+        Time budget of one answer (``EXPLAINER_TURN_SECONDS``): slow methods whose estimate exceeds it are refused
+        up front, and work still running when it ends is stopped between batches.
+    queued_per_session, queued_per_client : int
+        Unfinished requests one session (``EXPLAINER_QUEUE_PER_SESSION``) and one client address
+        (``EXPLAINER_QUEUE_PER_CLIENT``; a classroom behind one router shares it) may hold in the queue; more are
+        refused at once, so nobody can fill the queue with requests they never read.
     """
 
     uploaded_models: int = 4
     session_seconds: float = 3600.0
+    turn_seconds: float = 20.0
+    queued_per_session: int = 3
+    queued_per_client: int = 24
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
         """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
-        names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL"}
+        names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
+                 "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
+                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT"}
         values = {}
         for field_name, variable in names.items():
             if environ.get(variable, "").strip():
@@ -237,6 +251,49 @@ class ServerLimits:
                 if values[field_name] <= 0:
                     raise ValueError(f"{variable} must be positive, not {environ[variable]!r}.")
         return cls(**values)
+
+
+class QueueGuard:
+    """Bounds the unfinished requests one session and one client address may hold in Gradio's queue.
+
+    Gradio has one global queue size; a single client could fill it with requests it never reads. This wraps the
+    queue's ``push`` (the one place every queued request enters, from the page or any API client) and refuses a
+    request over either bound with "queue full", before it is queued. A request counts until its result has been
+    delivered (or its client disconnected, when Gradio drops it).
+    """
+
+    def __init__(self, per_session: int, per_client: int):
+        self.per_session = per_session
+        self.per_client = per_client
+        self._clients: dict[str, str] = {}  # event id -> client address, for requests still unfinished
+
+    def install(self, queue: Any) -> None:
+        push = queue.push
+
+        async def guarded_push(body: Any, request: Any, username: Any = None) -> tuple:
+            client = getattr(getattr(request, "client", None), "host", None) or "?"
+            refusal = self.refusal(queue, getattr(body, "session_hash", None), client)
+            if refusal:
+                return False, refusal, "queue_full"
+            accepted, event_id, state = await push(body=body, request=request, username=username)
+            if accepted:
+                self._clients[event_id] = client
+            return accepted, event_id, state
+
+        queue.push = guarded_push
+
+    def refusal(self, queue: Any, session: str | None, client: str) -> str | None:
+        """Why a new request of ``session`` from ``client`` is refused, or None when it may queue."""
+        pending = queue.pending_event_ids_session
+        unfinished = set().union(*pending.values()) if pending else set()
+        for event_id in [e for e in self._clients if e not in unfinished]:
+            del self._clients[event_id]
+        if session is not None and len(pending.get(session, ())) >= self.per_session:
+            return (f"You already have {self.per_session} questions waiting; please wait for their answers "
+                    "before asking more.")
+        if sum(host == client for host in self._clients.values()) >= self.per_client:
+            return "Too many questions are waiting from your network; please try again in a moment."
+        return None
 
 
 @dataclass
@@ -300,10 +357,20 @@ class ChatApp:
     def show(self, visit: Visit, reply: Reply) -> None:
         visit.messages = without_options(visit.messages) + reply_messages(reply)
 
+    def budget(self, request: gr.Request | None) -> contextlib.AbstractContextManager:
+        """This turn's time budget; the work also stops early when the visitor's connection is gone."""
+        session = getattr(request, "session_hash", None)
+        return time_budget(self.limits.turn_seconds, (lambda: self.gone(session)) if session else None)
+
+    def gone(self, session: str) -> bool:
+        """Whether the visitor of ``session`` has disconnected (Gradio drops its message stream then)."""
+        queue = getattr(getattr(self, "demo", None), "_queue", None)
+        return queue is not None and session not in queue.pending_messages_per_session
+
     # ---------------------------------------------------------------------------------------------- events
 
     @event_boundary
-    def chat_turn(self, message: Any, visit: Visit | None) -> Iterator[tuple]:
+    def chat_turn(self, message: Any, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
         """One turn: show the user's message at once, then the answer (the ``/chat`` endpoint)."""
         visit = visit or self.new_visit()
         try:
@@ -314,9 +381,9 @@ class ChatApp:
             self.show(visit, visit.chat.refuse(err))
             yield self.outputs(visit)
             return
-        yield from self.answer(visit, text, files)
+        yield from self.answer(visit, text, files, request)
 
-    def answer(self, visit: Visit, text: str, files: list[str]) -> Iterator[tuple]:
+    def answer(self, visit: Visit, text: str, files: list[str], request: gr.Request | None = None) -> Iterator[tuple]:
         """Show the user's message, a progress line for slow answers, then the answer; never loses the chat."""
         if not text.strip() and not files:
             yield self.outputs(visit)
@@ -330,19 +397,21 @@ class ChatApp:
                 visit.messages = [*asked, {"role": "assistant", "content": note}]
                 yield self.outputs(visit, busy=True)
                 visit.messages = asked
-            self.show(visit, visit.chat.respond(text, files))
+            with self.budget(request):
+                reply = visit.chat.respond(text, files)
+            self.show(visit, reply)
         except Exception:  # a failure of the wiring itself (e.g. writing a picture): apologise in the chat
             logger.exception("chat turn failed")
             visit.messages = [*asked, {"role": "assistant", "content": FAILED}]
         yield self.outputs(visit)
 
     @event_boundary
-    def follow_up(self, visit: Visit | None, selected: gr.SelectData) -> Iterator[tuple]:
+    def follow_up(self, visit: Visit | None, selected: gr.SelectData, request: gr.Request = None) -> Iterator[tuple]:
         """A suggested question was clicked: ask it."""
-        yield from self.answer(visit or self.new_visit(), str(selected.value), [])
+        yield from self.answer(visit or self.new_visit(), str(selected.value), [], request)
 
     @event_boundary
-    def run_example(self, index: int | None, visit: Visit | None) -> Iterator[tuple]:
+    def run_example(self, index: int | None, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
         """An example was clicked: switch to its model if needed, then upload its image with its question."""
         visit = visit or self.new_visit()
         if index is None or not 0 <= index < len(self.examples):
@@ -354,7 +423,7 @@ class ChatApp:
                 visit.chat.set_model(visit.menu.get(example.model))
             except ExplainerError as err:  # the example is still worth asking of the current model
                 gr.Warning(str(err))
-        yield from self.answer(visit, example.question, [example.image])  # our own file: no upload check
+        yield from self.answer(visit, example.question, [example.image], request)  # our own file: not an upload
 
     @event_boundary
     def pick_model(self, key: str, visit: Visit | None) -> tuple:
@@ -403,7 +472,7 @@ class ChatApp:
         return self.outputs(visit)
 
     @event_boundary
-    def explain_once(self, image: Any, question: Any, model_name: Any) -> tuple:
+    def explain_once(self, image: Any, question: Any, model_name: Any, request: gr.Request = None) -> tuple:
         """The ``/explain`` endpoint: one image and one question, no conversation kept."""
         name = model_name if isinstance(model_name, str) and model_name else self.default_name
         builtin = {n for _label, n in self.builtins}
@@ -411,7 +480,8 @@ class ChatApp:
             raise gr.Error(f"Unknown model {name[:80]!r}; choose one of {', '.join(sorted(builtin))}.")
         path = upload_path(image)  # before the model: a refused reference costs nothing
         model = self.shelf.get(name)
-        reply = answer_once(model, path, question if isinstance(question, str) else "")
+        with self.budget(request):
+            reply = answer_once(model, path, question if isinstance(question, str) else "")
         return reply.markdown, reply.image, reply.to_dict()
 
     # ---------------------------------------------------------------------------------------------- layout
@@ -429,6 +499,7 @@ class ChatApp:
             with gr.Tab("One question (API)"):
                 self._explain_tab()
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+        QueueGuard(self.limits.queued_per_session, self.limits.queued_per_client).install(demo._queue)
         self.demo = demo
         return demo
 

@@ -8,12 +8,14 @@ gradients in one pass, so a chat turn never runs the network twice for the same 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
+from . import deadline
 from .cams import CamBatch, get_method
 from .errors import ExplainerError, ModelError
 from .graph import Replay
@@ -84,8 +86,10 @@ def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.
             model._compiled["__logits__"] = tf.function(lambda x: replay(x)[0],
                                                         input_signature=[_signature(model)])
         fn = model._compiled["__logits__"]
-    chunks = [fn(tf.constant(inputs[i : i + batch_size], tf.float32)).numpy()
-              for i in range(0, len(inputs), batch_size)]
+    chunks = []
+    for start in range(0, len(inputs), batch_size):
+        deadline.check()  # between batches: a turn over its time budget (or whose visitor left) stops here
+        chunks.append(fn(tf.constant(inputs[start : start + batch_size], tf.float32)).numpy())
     return check_finite(np.concatenate(chunks)) if chunks else np.zeros((0, len(model.labels)), np.float32)
 
 
@@ -110,6 +114,14 @@ def warm_up(model: LoadedModel, method: str = "gradcam", layer: str | None = Non
     blank = np.zeros((*model.info.input_size, 3), np.uint8)  # RGB: prepare() converts to the model's channels
     explain(model, blank, method=method, layer=layer)
     forward(model, model.prepare([blank]))
+    started = time.perf_counter()  # traced now: this is the cost of one image, for time-budget estimates
+    forward(model, model.prepare([blank]))
+    model._compiled.setdefault("forward_seconds", time.perf_counter() - started)
+
+
+def forward_seconds(model: LoadedModel) -> float | None:
+    """Measured seconds of one image's forward pass (None until :func:`warm_up` ran)."""
+    return model._compiled.get("forward_seconds")
 
 
 def explain(
@@ -158,6 +170,7 @@ def explain(
         logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
         grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
     check_finite(logits)
+    _expect_affordable(model, cam, acts.shape[-1], len(images))
     batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head)
     maps, raw, weights = cam(batch)
     check_finite(raw, "map")
@@ -168,6 +181,13 @@ def explain(
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
+
+
+def _expect_affordable(model: LoadedModel, cam, channels: int, images: int) -> None:
+    """Refuse up front a method whose extra forward passes would not fit the current turn's time budget."""
+    passes, seconds = cam.extra_forward_passes(channels) * images, forward_seconds(model)
+    if passes and seconds:
+        deadline.expect(passes * seconds, cam.display_name)
 
 
 def _pairs(image, target) -> tuple[list, list, bool]:

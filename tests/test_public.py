@@ -222,3 +222,104 @@ def test_an_idle_session_is_forgotten_and_its_model_freed(uploads):
                 break
             time.sleep(0.2)
         assert len(chat_app.uploads) == 0
+
+
+# ----------------------------------------------------------------------------------- 3. time per visitor
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """``/explain`` questions starting with "hold" wait for ``gate``: both workers can be kept busy on purpose."""
+    import threading
+
+    import app
+
+    gate, started, ran = threading.Event(), [], []
+    real = app.answer_once
+
+    def answer_once(model, image, question="", **settings):
+        ran.append(question)
+        if question.startswith("hold"):
+            started.append(question)
+            gate.wait(120)
+        return real(model, image, question, **settings)
+
+    monkeypatch.setattr(app, "answer_once", answer_once)
+    yield gate, started, ran
+    gate.set()
+
+
+def busy_workers(url: str, started: list) -> list:
+    """Two "hold" requests occupying both workers; returns their threads once both are running."""
+    import threading
+    import time
+
+    threads = [threading.Thread(target=call, args=(url, "explain", [None, f"hold {i}", "shapes"])) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    while len(started) < 2:
+        time.sleep(0.05)
+    return threads
+
+
+def test_queued_work_of_a_disconnected_client_is_dropped(served, held):
+    url, chat_app = served
+    gate, started, ran = held
+    threads = busy_workers(url, started)
+    index, session = fn_index(chat_app, "explain_once"), uuid.uuid4().hex
+    with httpx.Client(timeout=60) as http:
+        joined = http.post(f"{url}/gradio_api/queue/join",
+                           json={"data": [None, "victim", "shapes"], "fn_index": index, "session_hash": session})
+        assert joined.status_code == 200
+        with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            next(stream.iter_lines())  # it is queued and listening... then the client goes away
+    gate.set()
+    for thread in threads:
+        thread.join(120)
+    call(url, "explain", [None, "after", "shapes"])  # the queue has moved past where the victim was
+    assert "after" in ran and "victim" not in ran
+
+
+def test_one_session_and_one_client_cannot_fill_the_queue(held):
+    gate, started, _ran = held
+    with running_app(EXPLAINER_QUEUE_PER_SESSION="2", EXPLAINER_QUEUE_PER_CLIENT="3") as (url, chat_app):
+        threads = busy_workers(url, started)  # two sessions from this address: 2 of its 3 slots
+        index = fn_index(chat_app, "explain_once")
+
+        def enqueue(session: str) -> httpx.Response:
+            return httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
+                              json={"data": [None, "queued", "shapes"], "fn_index": index, "session_hash": session})
+
+        assert enqueue("mine").status_code == 200  # the address's third
+        refused = enqueue("other")  # a fourth from the same address, in a new session
+        assert refused.status_code == 503 and "your network" in refused.json()["detail"]
+        gate.set()
+        for thread in threads:
+            thread.join(120)
+    with running_app(EXPLAINER_QUEUE_PER_SESSION="2") as (url, chat_app):
+        gate.clear()
+        started.clear()
+        threads = busy_workers(url, started)
+        index = fn_index(chat_app, "explain_once")
+        codes = [httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
+                            json={"data": [None, "again", "shapes"], "fn_index": index,
+                                  "session_hash": "one-session"}) for _ in range(3)]
+        assert [c.status_code for c in codes] == [200, 200, 503]
+        assert "2 questions waiting" in codes[2].json()["detail"]
+        gate.set()
+        for thread in threads:
+            thread.join(120)
+
+
+def test_slow_methods_are_refused_up_front_within_the_turn_budget(uploads):
+    from gradio_client import Client, handle_file
+
+    image = shape_png(uploads, "triangle")
+    with running_app(EXPLAINER_TURN_SECONDS="0.05") as (url, _chat_app):
+        client = Client(url, verbose=False, download_files=False)
+        markdown, picture, facts = client.predict(handle_file(image), "why? use scorecam", "shapes",
+                                                  api_name="/explain")
+        assert facts["error"] and picture is None
+        assert "Score-CAM would take about" in plain(markdown) and "gradcam" in plain(markdown)
+        markdown, picture, facts = client.predict(handle_file(image), "why?", "shapes", api_name="/explain")
+        assert not facts["error"] and picture is not None  # Grad-CAM fits the same budget

@@ -61,6 +61,12 @@ class BaseCAM:
     name: ClassVar[str] = "base"
     #: Gradient-free methods skip the backward pass entirely.
     needs_gradients: ClassVar[bool] = True
+    #: How a person writes the method's name (messages and the chat use it).
+    display_name: ClassVar[str] = "This method"
+
+    def extra_forward_passes(self, channels: int) -> int:
+        """Forward passes of single images beyond the first, for ``channels`` channels (for time estimates)."""
+        return 0
 
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
         """B×K channel weights."""

@@ -34,6 +34,7 @@ class ScoreCAM(BaseCAM):
     """
 
     name = "scorecam"
+    display_name = "Score-CAM"
     needs_gradients = False
 
     def __init__(self, top_n: int | None = DEFAULT_TOP_N, batch_size: int = 8):
@@ -41,6 +42,10 @@ class ScoreCAM(BaseCAM):
             raise ValueError(f"top_n must be positive or None, got {top_n}")
         self.top_n = top_n
         self.batch_size = batch_size
+
+    def extra_forward_passes(self, channels: int) -> int:
+        """One masked forward pass per scored channel."""
+        return channels if self.top_n is None else min(channels, self.top_n)
 
     def select_channels(self, activations: np.ndarray) -> np.ndarray:
         """Indices of the channels to score for one h×w×K activation tensor, most varied first."""
