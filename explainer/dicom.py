@@ -118,29 +118,36 @@ def read_dicom(path: str | os.PathLike, max_pixels: int) -> tuple[np.ndarray, li
     import pydicom  # imported here: reading PNG and JPEG should not pay for it
 
     _silence_pydicom_log()
-    ds = _read_header(pydicom, Path(path))
-    _check_layout(ds, max_pixels)
-    frames = _frame_count(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
-        stored = _decode_first_frame(pydicom, ds)
         try:
-            pixels = _to_rgb(pydicom, ds, stored)
+            return _read(pydicom, Path(path), max_pixels)
         except ImageError:
             raise
-        except Exception:  # an inconsistent window or LUT; pydicom's text may quote header values
-            raise ImageError(f"{_SUBJECT}'s grey levels cannot be computed: its window or lookup table is "
-                             "inconsistent.") from None
+        except Exception:  # whatever else a malformed file makes pydicom raise: its text is not for users
+            raise ImageError(f"{_SUBJECT} is damaged or inconsistent, and cannot be read.") from None
+
+
+def _read(pydicom, path: Path, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    ds = _read_header(pydicom, path)
+    _check_layout(ds, max_pixels)
+    frames = _frame_count(ds)
+    stored = _decode_first_frame(pydicom, ds)
+    try:
+        pixels = _to_rgb(pydicom, ds, stored)
+    except ImageError:
+        raise
+    except Exception:  # an inconsistent window or LUT; pydicom's text may quote header values
+        raise ImageError(f"{_SUBJECT}'s grey levels cannot be computed: its window or lookup table is "
+                         "inconsistent.") from None
     notes = [f"This DICOM file has {frames} frames; the first is explained."] if frames > 1 else []
     return pixels, notes
 
 
 def _read_header(pydicom, path: Path):
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # force: a .dcm file written without the 128-byte preamble is still DICOM; garbage fails below.
-            ds = pydicom.dcmread(path, specific_tags=PIXEL_TAGS, force=not has_preamble(path))
+        # force: a .dcm file written without the 128-byte preamble is still DICOM; garbage fails below.
+        ds = pydicom.dcmread(path, specific_tags=PIXEL_TAGS, force=not has_preamble(path))
     except Exception:  # pydicom raises many types; their texts may quote header values
         raise ImageError(f"{_SUBJECT} is damaged or not DICOM, and cannot be read.") from None
     if "TransferSyntaxUID" not in ds.file_meta and ds.original_encoding[0] is not None:

@@ -210,6 +210,21 @@ def test_preamble_recognised_whatever_the_name(tmp_path):
     assert ".dcm" in IMAGE_SUFFIXES
 
 
+def test_dcm_without_preamble_or_file_meta(tmp_path):
+    # Older devices write the bare dataset (implicit VR little endian, no "DICM" marker): the .dcm name is enough.
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.PatientName = "Doe^Jane"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 64, 64, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = RAMP.tobytes()
+    path = tmp_path / "old.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    assert path.read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(load_image(path), load_image(write_dicom(tmp_path / "new.dcm", RAMP)))
+
+
 # ------------------------------------------------------------------------------------------------- refusals
 
 
@@ -236,6 +251,32 @@ def test_damaged_dicom_is_a_clear_error_without_the_file_name(tmp_path, content)
     with pytest.raises(ImageError, match="DICOM file") as caught:
         load_image(path)
     assert "Doe" not in str(caught.value) and "PID" not in str(caught.value)
+
+
+def test_corrupted_files_fail_cleanly(tmp_path):
+    """Cut short or with bytes changed anywhere, a DICOM file gives pixels or an ImageError, nothing else."""
+    good = write_dicom(tmp_path / "good.dcm", np.stack([RAMP, RAMP]), frames=2, bits_stored=12, WindowCenter=2048,
+                       WindowWidth=1024, RescaleSlope=1, RescaleIntercept=0).read_bytes()
+    rng = np.random.default_rng(7)
+    variants = [good[:cut] for cut in rng.integers(132, len(good), 15)]
+    for _ in range(25):
+        damaged = bytearray(good)
+        for at in rng.integers(132, 900, 4):  # the header and the start of the pixels
+            damaged[at] = int(rng.integers(0, 256))
+        variants.append(bytes(damaged))
+    outcomes = {"pixels": 0, "refused": 0}
+    for n, content in enumerate(variants):
+        path = tmp_path / f"bad{n}.dcm"
+        path.write_bytes(content)
+        try:
+            pixels = load_image(path)
+        except ImageError as err:
+            assert "DICOM file" in str(err) and "bad" not in str(err) and not leaks(str(err))
+            outcomes["refused"] += 1
+        else:
+            assert pixels.dtype == np.uint8 and pixels.shape[-1] == 3
+            outcomes["pixels"] += 1
+    assert outcomes["refused"] >= 10  # truncated pixel data is refused, not shown half black
 
 
 def test_missing_and_pixel_less_dicom(tmp_path):
