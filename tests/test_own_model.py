@@ -445,3 +445,16 @@ def test_infinite_activations_in_the_map_layer_are_an_error(rng):
     conv.set_weights([kernel, np.full_like(bias, np.inf)])
     with pytest.raises(ModelError, match="invalid numbers"):
         explain(load_model(broken, preprocess="unit"), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+
+
+def test_faithfulness_metrics_run_on_the_grey_model(grey_file):
+    """Deletion feeds masked RGB images through the model's own channels: deleting its evidence must hurt."""
+    from explainer import metrics
+
+    model = load_model(grey_file)
+    images, labels, _ = planted_grey(8, seed=21)
+    images = [as_rgb(im) for im, y in zip(images, labels, strict=True) if y != 2][:4]
+    maps = [r.heatmap for r in explain(model, images)]
+    deletion = metrics.deletion_auc(model, images, maps, steps=8)
+    shuffled = metrics.deletion_auc(model, images, [np.random.default_rng(0).random(m.shape) for m in maps], steps=8)
+    assert np.isfinite(deletion).all() and deletion.mean() < shuffled.mean()
