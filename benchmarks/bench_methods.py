@@ -49,9 +49,10 @@ def metric_rows(model, batch: int, repeats: int) -> list[tuple[str, float]]:
     for mask in masks:
         mask[80:150, 60:170] = True
     boxes = [(60, 80, 110, 70)] * batch
+    tolerance = metrics.scaled_tolerance(masks)
     calls = {
-        "pointing_game": lambda: metrics.pointing_game(model, images, maps, masks=masks),
-        "centre_baseline": lambda: metrics.centre_baseline(model, images, masks=masks),
+        "pointing_game": lambda: metrics.pointing_game(model, images, maps, masks=masks, tolerance=tolerance),
+        "centre_baseline": lambda: metrics.centre_baseline(model, images, masks=masks, tolerance=tolerance),
         "box_iou": lambda: metrics.box_iou(model, images, maps, boxes=boxes),
         "mask_iou": lambda: metrics.mask_iou(model, images, maps, masks=masks),
         "deletion_auc (16 steps)": lambda: metrics.deletion_auc(model, images, maps, targets),

@@ -31,7 +31,7 @@ from .engine import explain, predict
 from .errors import ExplainerError
 from .images import load_image
 from .models import load_model
-from .region import DEFAULT_THRESHOLD
+from .region import DEFAULT_THRESHOLD, mask_to_box
 
 #: Seed of the demo evaluation images (training uses 1 and 2, the sidecar's held-out set 10_001 and 10_002).
 EVALUATION_SEED = 20_000
@@ -70,7 +70,7 @@ class Dataset:
 
     @property
     def boxes(self) -> list[tuple[int, int, int, int]]:
-        return [_mask_box(mask) for mask in self.masks]
+        return [mask_to_box(mask) for mask in self.masks]
 
 
 def demo_dataset(n: int, seed: int = EVALUATION_SEED, labels: list[str] | None = None) -> Dataset:
@@ -113,11 +113,6 @@ def _read_mask(mask_dir: Path, stem: str, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
-
-
 def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.CURVE_STEPS,
              threshold: float = DEFAULT_THRESHOLD, tolerance: float | None = None,
              batch_size: int = metrics.FORWARD_BATCH, layer: str | None = None, sanity: bool = False,
@@ -131,8 +126,8 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
     methods : list of str
         Method names (see :data:`explainer.cams.METHODS`).
     steps, threshold, tolerance :
-        Deletion/insertion steps, localization threshold, pointing tolerance in pixels (None: scaled to each
-        image, see :func:`explainer.metrics.pointing_game`).
+        Deletion/insertion steps, localization threshold, pointing tolerance in pixels (None: TorchRay's 15 px
+        per 224 px of each image's larger side, see :func:`explainer.metrics.scaled_tolerance`).
     batch_size : int
         Images explained per call.
     layer : str, optional
@@ -144,6 +139,8 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
     """
     targets = data.labels if data.labels is not None else predict(model, data.images).argmax(axis=1)
     targets = [int(t) for t in targets]
+    if tolerance is None:
+        tolerance = metrics.scaled_tolerance(data.masks)
     centre = float(metrics.centre_baseline(model, data.images, masks=data.masks, tolerance=tolerance).mean())
     table = {}
     for method in methods:

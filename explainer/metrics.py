@@ -9,10 +9,11 @@ image (a NumPy array) or a small dataclass:
   needed), or :class:`~explainer.result.Explanation` objects (their ``heatmap`` is used);
 * ``targets`` — the class index explained in each image (``None``: the model's top prediction).
 
-Localization (need ground truth): :func:`pointing_game` with :func:`centre_baseline` beside it, :func:`box_iou`,
-:func:`mask_iou`. Faithfulness (need only the model): :func:`deletion_auc` and :func:`insertion_auc` (RISE),
-:func:`average_drop` and :func:`increase_in_confidence` (Grad-CAM++ paper) with :func:`coverage` as the complexity
-measure to read them with. Sanity: :func:`sanity_check` (model randomization, Adebayo et al. 2018).
+Localization (need ground truth): :func:`pointing_game` with :func:`centre_baseline` beside it (both take an
+explicit tolerance; :func:`scaled_tolerance` is TorchRay's), :func:`peak_distance`, :func:`box_iou`, :func:`mask_iou`.
+Faithfulness (need only the model): :func:`deletion_auc` and :func:`insertion_auc` (RISE), :func:`average_drop` and
+:func:`increase_in_confidence` (Grad-CAM++ paper) with :func:`coverage` as the complexity measure to read them with.
+Sanity: :func:`sanity_check` (model randomization, Adebayo et al. 2018).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from .heads import probabilities as head_probabilities
 from .images import load_image
 from .layers import walk
 from .models import LoadedModel, resize
-from .region import DEFAULT_THRESHOLD, localize
-from .region import box_iou as _box_overlap
+from .region import DEFAULT_THRESHOLD, iou_of_boxes, localize
 
-#: Default pointing-game tolerance as a fraction of the image's larger side: TorchRay's 15 px at 224 px, scaled
-#: so that small images do not get a tolerance as large as their objects.
+#: TorchRay's pointing-game tolerance, 15 px at 224 px, as a fraction of the image's larger side: scaled so that
+#: small images do not get a tolerance as large as their objects (see :func:`scaled_tolerance`).
 POINTING_TOLERANCE = 15 / 224
 #: Default number of steps of the deletion / insertion curves (fractions 0, 1/steps, ..., 1).
 CURVE_STEPS = 16
@@ -94,7 +94,28 @@ def _per_image(values: Sequence, n: int, what: str) -> list:
 # ------------------------------------------------------------------------------------------- localization
 
 
-def pointing_game(model, images, maps, targets=None, *, masks, tolerance: float | None = None) -> np.ndarray:
+def peak_distance(model, images, maps, targets=None, *, masks) -> np.ndarray:
+    """How far each map's maximum lies from its object: pixels to the nearest pixel of the mask (0 on the object).
+
+    Parameters
+    ----------
+    model, images, maps, targets :
+        The shared call shape (see the module docstring); ``model`` and ``targets`` are not used.
+    masks : sequence of numpy.ndarray
+        Boolean H×W masks, one per image.
+
+    Returns
+    -------
+    numpy.ndarray
+        Euclidean distance per image (``inf`` for an empty mask).
+    """
+    images, heat = _images_and_maps(images, maps)
+    masks = _per_image(masks, len(images), "masks")
+    peaks = [np.unravel_index(int(np.argmax(h)), h.shape) for h in heat]
+    return np.array([_distance(mask, peak) for mask, peak in zip(masks, peaks, strict=True)], np.float32)
+
+
+def pointing_game(model, images, maps, targets=None, *, masks, tolerance) -> np.ndarray:
     """Whether each map's maximum falls on the object (Zhang et al. 2016; TorchRay's protocol).
 
     Parameters
@@ -103,45 +124,55 @@ def pointing_game(model, images, maps, targets=None, *, masks, tolerance: float 
         The shared call shape (see the module docstring); ``model`` and ``targets`` are not used.
     masks : sequence of numpy.ndarray
         Ground-truth boolean H×W object masks.
-    tolerance : float, optional
-        A hit may miss the mask by up to this many pixels; by default :data:`POINTING_TOLERANCE` × the image's
-        larger side (15 px at 224 px, 9 px at 128 px).
+    tolerance : float or sequence of float
+        Pixels by which a hit may miss the mask: one number for every image, or one per image. Always given, so
+        every reported score says its tolerance; :func:`scaled_tolerance` gives TorchRay's (15 px at 224 px).
 
     Returns
     -------
     numpy.ndarray
         Boolean hit per image; its mean is the pointing accuracy. Report :func:`centre_baseline` beside it.
     """
-    images, heat = _images_and_maps(images, maps)
-    masks = _per_image(masks, len(images), "masks")
-    peaks = [np.unravel_index(int(np.argmax(h)), h.shape) for h in heat]
-    return np.array([_near(mask, peak, _tolerance(tolerance, mask)) for mask, peak in zip(masks, peaks, strict=True)],
-                    bool)
+    distance = peak_distance(model, images, maps, masks=masks)
+    return distance <= _tolerances(tolerance, len(distance))
 
 
-def centre_baseline(model, images, maps=None, targets=None, *, masks, tolerance: float | None = None) -> np.ndarray:
+def centre_baseline(model, images, maps=None, targets=None, *, masks, tolerance) -> np.ndarray:
     """The pointing game of a map that always points at the image centre: what a map must beat.
 
     Same arguments and result as :func:`pointing_game`; ``maps`` is ignored.
     """
     images = [load_image(image) for image in images]
     masks = _per_image(masks, len(images), "masks")
-    return np.array([_near(mask, (image.shape[0] // 2, image.shape[1] // 2), _tolerance(tolerance, mask))
-                     for image, mask in zip(images, masks, strict=True)], bool)
+    distance = np.array([_distance(mask, (image.shape[0] // 2, image.shape[1] // 2))
+                         for image, mask in zip(images, masks, strict=True)], np.float32)
+    return distance <= _tolerances(tolerance, len(distance))
 
 
-def _tolerance(tolerance: float | None, mask: np.ndarray) -> float:
-    return POINTING_TOLERANCE * max(np.shape(mask)) if tolerance is None else tolerance
+def scaled_tolerance(masks, per_side: float = POINTING_TOLERANCE) -> np.ndarray:
+    """Pointing tolerance in pixels for each mask: ``per_side`` × its larger side (TorchRay's 15 px at 224 px)."""
+    return np.array([per_side * max(np.shape(mask)) for mask in masks], np.float32)
 
 
-def _near(mask: np.ndarray, point: tuple[int, int], tolerance: float) -> bool:
-    """True when ``point`` = (row, col) lies within ``tolerance`` pixels of a True pixel of ``mask``."""
+def _tolerances(tolerance, n: int) -> np.ndarray:
+    if tolerance is None:
+        raise ValueError("Give the pointing tolerance in pixels (see scaled_tolerance).")
+    if np.ndim(tolerance) == 0:
+        values = np.full(n, tolerance, np.float32)
+    else:
+        values = np.asarray(_per_image(tolerance, n, "tolerances"), np.float32)
+    if (values < 0).any():
+        raise ValueError("A pointing tolerance cannot be negative.")
+    return values
+
+
+def _distance(mask: np.ndarray, point: tuple[int, int]) -> float:
+    """Euclidean distance from ``point`` = (row, col) to the nearest True pixel of ``mask`` (inf when empty)."""
     mask = np.asarray(mask, bool)
     if not mask.any():
-        return False
+        return float("inf")
     outside = (~mask).astype(np.uint8)
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return bool(distance[point] <= tolerance)
+    return float(cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[point])
 
 
 def box_iou(model, images, maps, targets=None, *, boxes, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -163,7 +194,7 @@ def box_iou(model, images, maps, targets=None, *, boxes, threshold: float = DEFA
     """
     images, heat = _images_and_maps(images, maps)
     boxes = _per_image(boxes, len(images), "boxes")
-    return np.array([_box_overlap(localize(h, threshold).bbox, tuple(int(v) for v in box))
+    return np.array([iou_of_boxes(localize(h, threshold).bbox, tuple(int(v) for v in box))
                      for h, box in zip(heat, boxes, strict=True)], np.float32)
 
 

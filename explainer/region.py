@@ -142,8 +142,8 @@ def describe_spread(coverage: float, energy: float, n_regions: int) -> str:
     return "moderate"
 
 
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+def iou_of_boxes(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes (the metric on maps: :func:`explainer.metrics.box_iou`)."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
@@ -151,3 +151,23 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     inter = iw * ih
     union = aw * ah + bw * bh - inter
     return inter / union if union > 0 else 0.0
+
+
+def mask_to_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight box ``(x, y, w, h)`` of the True pixels of a boolean mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Boolean H×W array with at least one True pixel.
+
+    Raises
+    ------
+    ValueError
+        For an empty mask, which has no box.
+    """
+    rows = np.flatnonzero(np.asarray(mask, bool).any(axis=1))
+    cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
+    if rows.size == 0:
+        raise ValueError("empty mask has no box")
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)

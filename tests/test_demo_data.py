@@ -13,10 +13,10 @@ from explainer.demo.generate import (
     TINY_MAX_DIAMETER,
     ShapesData,
     draw_plain_shape,
-    image_statistics,
     make_dataset,
     mask_to_box,
 )
+from explainer.statistics import image_statistics
 
 OPTIONS = {
     "plain_data": {},

@@ -12,6 +12,7 @@ from planted_models import SIZE, planted_squares, trained_model
 from explainer import explain, metrics, predict
 from explainer.__main__ import main
 from explainer.cams import BaseCAM, CamBatch
+from explainer.region import iou_of_boxes, mask_to_box
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,45 @@ def test_centre_baseline_points_at_the_middle():
     assert metrics.centre_baseline(None, images, masks=masks, tolerance=0).tolist() == [True, False]
 
 
+def test_peak_distance_and_per_image_tolerance():
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    mask = _square(10, 10, 5)  # rows and columns 10..14
+    saliency = np.zeros((SIZE, SIZE), np.float32)
+    saliency[12, 20] = 1.0  # 6 px right of the mask
+    maps, masks = [saliency, saliency, saliency], [mask, mask, np.zeros_like(mask)]
+    distance = metrics.peak_distance(None, [image] * 3, maps, masks=masks)
+    np.testing.assert_allclose(distance[:2], [6.0, 6.0])
+    assert distance[2] == np.inf  # nothing to point at
+    hits = metrics.pointing_game(None, [image] * 3, maps, masks=masks, tolerance=[5, 6, 1000])
+    assert hits.tolist() == [False, True, False]
+
+
+def test_pointing_tolerance_must_be_given():
+    image, mask = np.zeros((SIZE, SIZE, 3), np.uint8), _square(0, 0, 4)
+    with pytest.raises(TypeError):
+        metrics.pointing_game(None, [image], [mask * 1.0], masks=[mask])  # no default that a report could hide
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.centre_baseline(None, [image], masks=[mask], tolerance=None)
+    with pytest.raises(ValueError, match="negative"):
+        metrics.pointing_game(None, [image], [mask * 1.0], masks=[mask], tolerance=-1)
+    with pytest.raises(ValueError, match="2 tolerances"):
+        metrics.pointing_game(None, [image], [mask * 1.0], masks=[mask], tolerance=[1, 2])
+
+
+def test_scaled_tolerance_is_torchray_15_px_at_224():
+    masks = [np.zeros((224, 224), bool), np.zeros((128, 64), bool), np.zeros((300, 448), bool)]
+    np.testing.assert_allclose(metrics.scaled_tolerance(masks), [15.0, 15 * 128 / 224, 30.0], rtol=1e-6)
+    np.testing.assert_allclose(metrics.scaled_tolerance(masks[:1], per_side=4 / 224), [4.0], rtol=1e-6)
+
+
+def test_one_mask_to_box_and_box_iou_for_pairs_of_boxes():
+    mask = _square(3, 7, 5)
+    assert mask_to_box(mask) == (7, 3, 5, 5)
+    assert iou_of_boxes(mask_to_box(mask), (7, 3, 5, 5)) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        mask_to_box(np.zeros_like(mask))
+
+
 def test_box_and_mask_iou_have_known_values():
     image = np.zeros((SIZE, SIZE, 3), np.uint8)
     truth = _square(0, 0, 10)
@@ -60,7 +100,7 @@ def test_maps_are_resized_to_the_image_and_explanations_are_accepted(planted):
     model, images, labels, masks, _ = planted
     results = explain(model, images[:4], [int(y) for y in labels[:4]])
     small = [r.cam for r in results]  # feature resolution: resized to the image by the metric
-    assert metrics.pointing_game(model, images[:4], small, masks=masks[:4]).shape == (4,)
+    assert metrics.pointing_game(model, images[:4], small, masks=masks[:4], tolerance=2).shape == (4,)
     np.testing.assert_array_equal(metrics.coverage(model, images[:4], results), metrics.coverage(
         model, images[:4], [r.heatmap for r in results]))
     with pytest.raises(ValueError, match="3 maps"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explainer.region import box_iou, grid_location, localize
+from explainer.region import grid_location, iou_of_boxes, localize
 
 
 def blob(shape, center, sigma):
@@ -59,7 +59,7 @@ def test_grid_words(x, y, words):
     assert grid_location(x, y, 100, 100) == words
 
 
-def test_box_iou():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+def test_iou_of_boxes():
+    assert iou_of_boxes((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou_of_boxes((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou_of_boxes((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import metrics
-from ..demo.generate import image_statistics
 from ..engine import predict
 from ..models import LoadedModel, resize
-from ..region import box_iou
+from ..region import iou_of_boxes
 from ..result import Explanation, Prediction
+from ..statistics import image_statistics
 
 #: Random boxes hidden for the comparison.
 RANDOM_BOXES = 6
@@ -131,7 +131,7 @@ def occlusion_check(model: LoadedModel, result: Explanation, seed: int = 0,
         hidden_top=Prediction(top, model.labels[top], float(probs[0, top])),
         box=tuple(int(v) for v in box),
         box_fraction=box[2] * box[3] / float(width * height),
-        random_overlap=float(np.mean([box_iou(box, b) for b in boxes[1:]])) if n_random else 0.0,
+        random_overlap=float(np.mean([iou_of_boxes(box, b) for b in boxes[1:]])) if n_random else 0.0,
         hidden_image=variants[0],
         random_image=variants[1] if n_random else variants[0],
     )
@@ -147,7 +147,7 @@ def _random_boxes(box: tuple[int, int, int, int], size: tuple[int, int], n: int,
     xs = rng.integers(0, max(1, width - w + 1), 20 * n)
     ys = rng.integers(0, max(1, height - h + 1), 20 * n)
     candidates = [(int(x), int(y), w, h) for x, y in zip(xs, ys, strict=True)]
-    candidates.sort(key=lambda b: box_iou(box, b))  # stable: equal overlaps keep their random order
+    candidates.sort(key=lambda b: iou_of_boxes(box, b))  # stable: equal overlaps keep their random order
     return candidates[:n]
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..region import mask_to_box
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 
 IMAGE_SIZE = 128
@@ -138,26 +140,6 @@ def _fill_mask(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
     points = np.round((vertices - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
     cv2.fillPoly(mask, [points], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     return mask.astype(bool)
-
-
-def mask_to_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Tight box ``(x, y, w, h)`` of the True pixels of a bool mask.
-
-    Parameters
-    ----------
-    mask : np.ndarray
-        Bool HxW array with at least one True pixel.
-
-    Returns
-    -------
-    tuple of int
-        ``(x, y, w, h)``.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("empty mask has no box")
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 # ----------------------------------------------------------------------------- backgrounds
@@ -467,32 +449,6 @@ def make_dataset(
         )
     boxes = np.array([mask_to_box(m) for m in masks], np.int64).reshape(n, 4)
     return ShapesData(images, labels, masks, boxes, marks, plain)
-
-
-def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Cheap per-image statistics used for the out-of-distribution reference.
-
-    Parameters
-    ----------
-    images : np.ndarray
-        ``(n, H, W, 3)`` uint8 RGB, already resized to the model's input size.
-
-    Returns
-    -------
-    dict
-        ``channel_mean`` (n, 3) and ``channel_std`` (n, 3) of pixel values in 0..255,
-        ``edge_density`` (n,): mean absolute difference between horizontally and
-        vertically neighbouring grey pixels (0..255), a proxy for clutter and texture.
-    """
-    x = images.astype(np.float32)
-    grey = x.mean(axis=-1)
-    dx = np.abs(np.diff(grey, axis=2)).mean(axis=(1, 2))
-    dy = np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2))
-    return {
-        "channel_mean": x.mean(axis=(1, 2)),
-        "channel_std": x.std(axis=(1, 2)),
-        "edge_density": (dx + dy) / 2,
-    }
 
 
 # ----------------------------------------------------------------------------- app examples

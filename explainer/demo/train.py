@@ -16,7 +16,7 @@ Each ``.keras`` file gets a JSON sidecar with the same stem: ``labels``, ``prepr
 epochs, held-out accuracy, data options) and ``reference``, the in-distribution statistics
 for an out-of-distribution warning. ``reference`` keys (all pixel values in 0..255, images
 resized to the input size first; per-image statistics are those of
-:func:`explainer.demo.generate.image_statistics`):
+:func:`explainer.statistics.image_statistics`):
 
 ``pixel_mean``, ``pixel_std``
     Per-channel (R, G, B) mean and standard deviation over all training pixels.
@@ -51,9 +51,9 @@ from explainer.demo.generate import (
     CLASSES,
     IMAGE_SIZE,
     ShapesData,
-    image_statistics,
     make_dataset,
 )
+from explainer.statistics import image_statistics
 
 HELD_OUT_SEED_OFFSET = 10_000  # validation data for the sidecar; evaluation uses other seeds
 _QUANTILES = {"p01": 1, "p05": 5, "p50": 50, "p95": 95, "p99": 99}
