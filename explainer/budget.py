@@ -386,7 +386,7 @@ def _largest_activation(model: keras.Model) -> tuple[str, int]:
         _trace(model, inputs, "", sizes)
     except Exception:  # a layer that cannot take the substituted size: fall back to the declared shapes
         _static_sizes(model, "", sizes)
-    name = max(sizes, key=sizes.get)
+    name = max(reversed(sizes), key=sizes.get)  # on a tie, the later layer (not the input) is named
     return name, sizes[name]
 
 
@@ -399,10 +399,9 @@ def _trace(model: keras.Model, inputs: Any, prefix: str, sizes: dict[str, int]) 
     def operation(op: Any) -> Callable:
         def call(*args: Any, **kwargs: Any) -> Any:
             name = f"{prefix}{op.name}"
-            if isinstance(op, keras.Model):
-                outputs = _trace(op, args[0] if len(args) == 1 else list(args), f"{name}/", sizes)
-            else:
-                outputs = op.compute_output_spec(*args, **kwargs)
+            if isinstance(op, keras.Model):  # its output is its last layer's, recorded under the inner name
+                return _trace(op, args[0] if len(args) == 1 else list(args), f"{name}/", sizes)
+            outputs = op.compute_output_spec(*args, **kwargs)
             sizes[name] = max(sizes.get(name, 0), _tensor_values(outputs))
             return outputs
 
@@ -419,10 +418,10 @@ def _static_sizes(model: keras.Model, prefix: str, sizes: dict[str, int]) -> Non
             outputs = layer.output
         except (AttributeError, ValueError):  # a layer used several times or never called has no single output
             outputs = None
-        if outputs is not None:
-            sizes[name] = max(sizes.get(name, 0), _tensor_values(outputs))
         if isinstance(layer, keras.Model):
             _static_sizes(layer, f"{name}/", sizes)
+        elif outputs is not None:
+            sizes[name] = max(sizes.get(name, 0), _tensor_values(outputs))
 
 
 def _tensor_values(outputs: Any) -> int:
