@@ -69,7 +69,8 @@ def expand(paths: list[str]) -> list[Path]:
 
 def explain_command(args: argparse.Namespace) -> int:
     try:
-        model = load_model(args.model, labels=args.labels, preprocess=args.preprocess, trust=args.trust_model)
+        model = load_model(args.model, labels=args.labels, preprocess=args.preprocess,
+                           trust=True if args.trust_model else None)
         get_method(args.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         target = None if args.target is None else match_label(model.labels, args.target)

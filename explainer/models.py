@@ -166,7 +166,7 @@ def load_model(
     spec: str | os.PathLike | keras.Model | None = None,
     labels: list[str] | str | os.PathLike | None = None,
     preprocess: str | None = None,
-    trust: bool = False,
+    trust: bool | None = None,
 ) -> LoadedModel:
     """Load a model to explain.
 
@@ -180,10 +180,11 @@ def load_model(
         Class names, or a text file with one label a line. Overrides the sidecar.
     preprocess : str, optional
         One of :data:`PREPROCESS_MODES`. Overrides the sidecar and the automatic choice.
-    trust : bool
-        Load a model *file* with Keras safe mode off, so ``Lambda`` layers (arbitrary Python code) load. Only for
-        files you wrote or otherwise trust. Files listed in ``EXPLAINER_TRUSTED_MODELS`` (see
-        :func:`trusted_paths`) are trusted without it. Never set it for files uploaded by others.
+    trust : bool or None
+        ``True`` loads a model *file* with Keras safe mode off, so ``Lambda`` layers (arbitrary Python code) load:
+        only for files you wrote or otherwise trust. ``None`` (default) trusts exactly the files listed in
+        ``EXPLAINER_TRUSTED_MODELS`` (see :func:`trusted_paths`). ``False`` never trusts, whatever the
+        environment says: use it for files uploaded by others.
 
     Raises
     ------
@@ -224,14 +225,15 @@ def is_trusted(path: str | os.PathLike) -> bool:
     return Path(path).expanduser().resolve() in trusted_paths()
 
 
-def _load_spec(spec: str, trust: bool = False) -> tuple[keras.Model, dict, str]:
+def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict, str]:
     name = spec.strip()
     if name.lower() in DEMO_MODELS:
         path = demo_model_path(name.lower())
         return load_model_file(path), read_sidecar(path), name.lower()
     path = Path(name).expanduser()
     if path.suffix.lower() in MODEL_SUFFIXES or path.exists():
-        return load_model_file(path, trust=trust or is_trusted(path)), read_sidecar(path), str(path)
+        trusted = is_trusted(path) if trust is None else trust
+        return load_model_file(path, trust=trusted), read_sidecar(path), str(path)
     from . import zoo
 
     zoo_name = zoo.resolve_name(name)

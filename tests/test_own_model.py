@@ -357,6 +357,9 @@ def test_environment_variable_trusts_listed_files_only(lambda_file, tmp_path, mo
     roundabout = tmp_path / "sub" / ".." / path.name  # compared after resolving
     monkeypatch.setenv("EXPLAINER_TRUSTED_MODELS", os.pathsep.join([str(other), str(roundabout)]))
     assert trusted_paths() == {other.resolve(), path.resolve()}
+    with pytest.raises(ModelError, match="Lambda"):
+        load_model(path, trust=False)  # what the app passes for visitors' uploads: never trusted
+    assert not marker.exists()
     explain(load_model(path), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
     assert marker.exists()
 
