@@ -317,19 +317,29 @@ def _dataset_params(group: h5py.Group, skip: tuple[str, ...] = ()) -> int:
 
 def _facts_from_config(config: dict, weight_params: int, legacy: bool) -> _Inspection:
     declared_input = _declared_input_shape(config)
-    with _deferred_variables() as created:
+    with _deferred_variables() as created:  # the walk too: a layer that touched a weight would raise, not allocate
         try:
             model = _build(config, legacy)
         except Exception as err:  # anything the safe deserializer refuses: the real load refuses it the same way
             params = max(weight_params, _variable_params(created))
             undecided = "it uses a layer that needs its weights to be built" if _needs_state(err) else ""
             return _Inspection(ModelFacts(params, declared_input, 0, ""), undecided)
-        params = max(weight_params, _variable_params(created))
-    if not isinstance(model, keras.Model) or not model.inputs:  # an unbuilt model declares no sizes (nor weights)
-        return _Inspection(ModelFacts(params, declared_input, 0, ""))
-    input_shape = tuple(model.inputs[0].shape[1:])
-    name, values = _largest_activation(model)
-    return _Inspection(ModelFacts(params, input_shape, values, name))
+        inputs = _model_inputs(model)
+        if not inputs:  # a lone layer or an unbuilt model: no sizes to read, the load will say what it is
+            return _Inspection(ModelFacts(max(weight_params, _variable_params(created)), declared_input, 0, ""))
+        # count_params() leaves out the random layers' seed states, as the weights file does
+        params = max(weight_params, model.count_params())
+        name, values = _largest_activation(model)
+    return _Inspection(ModelFacts(params, tuple(inputs[0].shape[1:]), values, name))
+
+
+def _model_inputs(model: Any) -> list:
+    if not isinstance(model, keras.Model) or not model.built:
+        return []
+    try:
+        return list(model.inputs or [])
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        return []
 
 
 @contextmanager

@@ -326,6 +326,48 @@ def test_a_lambda_after_a_huge_layer_does_not_hide_its_parameters(folder):
     assert "400 M parameters" in message
 
 
+@keras.saving.register_keras_serializable(package="test_budget")
+class FixedOffset(keras.layers.Layer):
+    """A registered custom layer whose weight is created from a value: it cannot be built without allocating it."""
+
+    def build(self, input_shape):
+        self.offset = keras.Variable(np.ones(input_shape[-1:], "float32"), trainable=False)
+
+    def call(self, x):
+        return x + self.offset
+
+
+def test_a_model_that_cannot_be_sized_without_its_weights_is_refused_plainly(folder):
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(FixedOffset()(inputs)))
+    path = folder / "needs_weights.keras"
+    keras.Model(inputs, outputs).save(path)
+    assert keras.saving.load_model(path, compile=False) is not None  # Keras itself would load it
+    assert inspect_model_file(path).largest_activation == 0
+    message = refusal(check_model_file, path, ModelLimits())
+    assert "cannot be read from its file without loading it" in message
+    assert_plain(message, path)
+
+
+def test_an_unknown_custom_layer_is_left_to_the_load_to_report(folder):
+    config = dense_config(4, 3)
+    unknown = {"module": "some_package.layers", "class_name": "Mystery", "config": {"name": "mystery"}}
+    config["config"]["layers"].append({**unknown, "registered_name": "some_package>Mystery"})
+    path = write_keras(folder / "unknown_layer.keras", config, dense_weights(4, 3))
+    assert check_model_file(path, ModelLimits()) == ModelFacts(3 * 4 + 4, (3,), 0, "")
+    with pytest.raises(TypeError, match="Mystery"):
+        keras.saving.load_model(path, compile=False)
+
+
+def test_random_layers_seed_states_are_not_counted_as_parameters(folder):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Dropout(0.5)(keras.layers.RandomFlip()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    path = folder / "random_layers.keras"
+    model.save(path)
+    assert inspect_model_file(path).params == model.count_params() == 8 * 8 * 3 * 2 + 2
+
+
 # --- files that are not models, and the guards of the archive -----------------------------------------------------
 
 
