@@ -371,6 +371,16 @@ def test_random_layers_seed_states_are_not_counted_as_parameters(folder):
 # --- files that are not models, and the guards of the archive -----------------------------------------------------
 
 
+def test_a_config_with_too_many_layers_is_refused_before_it_is_built(folder):
+    config = dense_config(4, 4)
+    dense = config["config"]["layers"][1]
+    config["config"]["layers"].extend({**dense, "config": {**dense["config"], "name": f"d{i}"}} for i in range(1600))
+    path = write_keras(folder / "many_layers.keras", config, {})
+    message, growth = peak_rss_growth(lambda: refusal(inspect_model_file, path))
+    assert message == "This model has 1,602 layers; this server accepts at most 1,500."
+    assert growth < 64 * 2**20
+
+
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_random_bytes_give_a_plain_error(folder, suffix):
     path = folder / f"random{suffix}"
