@@ -24,6 +24,7 @@ from explainer.budget import (
     CONFIG_MAX_BYTES,
     DEFAULT_SIDE,
     DEFLATED_WEIGHTS_MAX_BYTES,
+    MAX_H5_OBJECTS,
     ModelFacts,
     ModelLimits,
     check_model_file,
@@ -379,6 +380,16 @@ def test_a_config_with_too_many_layers_is_refused_before_it_is_built(folder):
     message, growth = peak_rss_growth(lambda: refusal(inspect_model_file, path))
     assert message == "This model has 1,602 layers; this server accepts at most 1,500."
     assert growth < 64 * 2**20
+
+
+def test_a_weights_file_with_too_many_arrays_is_not_walked_to_the_end(folder):
+    path = folder / "many_arrays.h5"
+    with h5py.File(path, "w") as legacy:
+        legacy.attrs["model_config"] = json.dumps(dense_config(4, 4))
+        group = legacy.create_group("model_weights")
+        for i in range(MAX_H5_OBJECTS + 1):
+            group.create_dataset(str(i), shape=(1,), dtype="f4")
+    assert refusal(inspect_model_file, path) == "This model's weights file holds more than 20,000 objects."
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
