@@ -292,16 +292,19 @@ def test_a_recompressed_archive_is_still_read(folder, gap_model):
 # --- code in the file is never run ----------------------------------------------------------------------------------
 
 
-def test_a_lambda_layer_is_not_run_and_the_check_leaves_the_refusal_to_the_load(folder):
-    marker = folder / "lambda_ran.txt"
-
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_lambda_layer_is_not_run_and_the_check_leaves_the_refusal_to_the_load(folder, suffix):
+    marker = folder / f"lambda_ran{suffix}.txt"
     # A Python lambda is saved as byte code (a named function by name only); the marker path is a constant in it.
     leave_a_mark = eval(f"lambda x: (open({str(marker)!r}, 'a').write('ran'), x)[1]")
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(leave_a_mark)(inputs)))
     model = keras.Model(inputs, outputs)
-    path = folder / "lambda.keras"
-    model.save(path)
+    path = folder / f"lambda{suffix}"
+    if suffix == ".h5":
+        save_model_to_hdf5(model, str(path))
+    else:
+        model.save(path)
     marker.unlink()
     keras.saving.load_model(path, safe_mode=False)  # the control: the file's code is live when loaded unsafely
     assert marker.exists()
@@ -312,6 +315,8 @@ def test_a_lambda_layer_is_not_run_and_the_check_leaves_the_refusal_to_the_load(
     assert not marker.exists()
     assert facts.params == model.count_params()
     assert (facts.input_shape, facts.largest_activation, facts.largest_layer) == ((8, 8, 3), 0, "")
+    with pytest.raises(ValueError, match="Lambda"):  # safe mode, as the app loads: the load names the problem
+        keras.saving.load_model(path, compile=False)
 
 
 def test_a_lambda_after_a_huge_layer_does_not_hide_its_parameters(folder):
