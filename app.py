@@ -52,6 +52,9 @@ QUEUE_SIZE = 64
 MAX_FILE_SIZE = "200mb"
 #: The answer to any failure we did not foresee: logged in full on the server, never shown.
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
+#: Temporary files (uploads, answer pictures) live this long (seconds), swept this often: as long as a session.
+CACHE_AGE = 3600
+CACHE_SWEEP = 600
 #: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
 ECHO_CHARS = 2000
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
@@ -85,14 +88,17 @@ def upload_folder() -> str:
 
 
 def picture_file(image: np.ndarray) -> str:
-    """``image`` as a file in Gradio's cache, named by its pixels (an answer shown again is not encoded again).
+    """``image`` as a file in Gradio's upload folder, named by its pixels (an answer shown again is not encoded again).
+
+    Written there, Gradio serves it as is and counts it among the app's temporary files, so ``delete_cache`` sweeps
+    it like an upload: nothing accumulates in the working directory.
 
     JPEG at quality 92 without chroma subsampling: indistinguishable from the original on a heatmap overlay, and
     3–5 ms to write a 640×480 picture where PNG takes 30–50 ms, a cost every "why?" would pay.
     """
     pixels = np.ascontiguousarray(image, np.uint8)
     digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
-    path = Path(gr.utils.get_cache_folder()) / "pictures" / f"{digest}.jpg"
+    path = Path(upload_folder()) / "pictures" / f"{digest}.jpg"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{threading.get_ident()}.part")
@@ -137,6 +143,24 @@ def message_parts(message: Any) -> tuple[str, list[str]]:
 def upload_path(upload: Any) -> str | None:
     """The checked server path of a raw file payload, or None (:class:`UploadRefused` outside the upload folder)."""
     return uploaded_file(upload, upload_folder())
+
+
+def fold(messages: list[dict], limit: int, folded: int = 0) -> tuple[list[dict], int]:
+    """At most about ``limit`` messages on screen: older turns fold into one note, so every turn costs the same.
+
+    Each turn sends the whole conversation back to the page; without a cap the 150th turn would carry 150 turns.
+    ``messages`` starts with the note when ``folded`` (messages folded so far) is not zero. The cut falls where a
+    user's turn starts, so no answer is shown without its question. Returns the messages and the new count.
+    """
+    if folded:
+        messages = messages[1:]
+    if len(messages) > limit:
+        starts = [i for i, m in enumerate(messages) if m["role"] == "user" and i >= len(messages) - limit]
+        cut = starts[0] if starts else len(messages) - limit
+        messages, folded = messages[cut:], folded + cut
+    if not folded:
+        return messages, 0
+    return [{"role": "assistant", "content": render("folded", hidden=folded)}, *messages], folded
 
 
 def without_options(messages: list[dict]) -> list[dict]:
@@ -226,6 +250,9 @@ class ServerLimits:
         Unfinished requests one session (``EXPLAINER_QUEUE_PER_SESSION``) and one client address
         (``EXPLAINER_QUEUE_PER_CLIENT``; a classroom behind one router shares it) may hold in the queue; more are
         refused at once, so nobody can fill the queue with requests they never read.
+    shown_messages : int
+        Messages kept on screen (``EXPLAINER_SHOWN_MESSAGES``); older turns fold into one note, so a turn costs the
+        same at the 150th question as at the 10th.
     """
 
     uploaded_models: int = 4
@@ -233,13 +260,14 @@ class ServerLimits:
     turn_seconds: float = 20.0
     queued_per_session: int = 3
     queued_per_client: int = 24
+    shown_messages: int = 36
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
         """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
         names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
                  "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
-                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT"}
+                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "shown_messages": "EXPLAINER_SHOWN_MESSAGES"}
         values = {}
         for field_name, variable in names.items():
             if environ.get(variable, "").strip():
@@ -303,6 +331,7 @@ class Visit:
     chat: ChatSession
     menu: ModelMenu
     messages: list[dict] = field(default_factory=list)
+    folded: int = 0  # earlier messages no longer on screen (see fold)
 
 
 class ChatApp:
@@ -355,7 +384,8 @@ class ChatApp:
         return visit.messages, box, picker, *settings, visit
 
     def show(self, visit: Visit, reply: Reply) -> None:
-        visit.messages = without_options(visit.messages) + reply_messages(reply)
+        messages = without_options(visit.messages) + reply_messages(reply)
+        visit.messages, visit.folded = fold(messages, self.limits.shown_messages, visit.folded)
 
     def budget(self, request: gr.Request | None) -> contextlib.AbstractContextManager:
         """This turn's time budget; the work also stops early when the visitor's connection is gone."""
@@ -489,7 +519,10 @@ class ChatApp:
     def build(self) -> gr.Blocks:
         """The Blocks: a chat tab (model picker, own model upload, settings, examples) and a one-question tab."""
         # analytics_enabled=False: no telemetry or version check, the app makes no network calls of its own.
-        with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False) as demo:
+        # delete_cache: uploads and answer pictures older than CACHE_AGE are swept every CACHE_SWEEP seconds (the
+        # example thumbnails are kept).
+        with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False,
+                       delete_cache=(CACHE_SWEEP, CACHE_AGE)) as demo:
             # Each session's state is dropped when its tab closes or after session_seconds idle; its upload with it.
             visit = gr.State(None, time_to_live=self.limits.session_seconds, delete_callback=self.end_visit)
             gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
@@ -509,7 +542,7 @@ class ChatApp:
                 chatbot = gr.Chatbot(label=TITLE, height=640, placeholder=PLACEHOLDER, feedback_options=None,
                                      buttons=["copy", "copy_all"], elem_id="chatbot")
                 box = gr.MultimodalTextbox(placeholder="Upload an image and ask a question, e.g. why?",
-                                           file_types=["image"], file_count="multiple", sources=["upload"],
+                                           file_types=["image", ".dcm"], file_count="multiple", sources=["upload"],
                                            max_plain_text_length=20_000, autofocus=True, show_label=False,
                                            elem_id="chat-input")
                 examples = self._examples()
@@ -565,7 +598,8 @@ class ChatApp:
     def _explain_tab(self) -> None:
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
+                # A file, not gr.Image: the engine reads DICOM too, which a browser cannot preview.
+                image = gr.File(label="Image (PNG, JPEG, TIFF, ... or DICOM)", file_types=["image", ".dcm"])
                 question = gr.Textbox(value="Why?", label="Question")
                 model = gr.Dropdown([n for _label, n in self.builtins], value=self.default_name, label="Model")
                 ask = gr.Button("Ask", variant="primary")

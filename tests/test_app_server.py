@@ -270,11 +270,25 @@ def patient(url, images):
 
 
 def same_messages(before: list[dict], after: list[dict]) -> bool:
-    """Whether ``after`` starts with the messages of ``before`` (suggestion buttons of old answers aside)."""
-    def shown(messages: list[dict]) -> list[tuple]:
-        return [(m["role"], repr(m["content"])) for m in messages]
+    """Whether ``after`` keeps the messages of ``before`` (suggestion buttons of old answers aside).
 
-    return shown(after[: len(before)]) == shown(before)
+    Long conversations fold their oldest turns into one note: then the messages of ``before`` still on screen
+    must open ``after``, in order (some of them, never none).
+    """
+    def shown(messages: list[dict]) -> list[tuple]:
+        return [(m["role"], repr(m["content"])) for m in messages if not _is_fold_note(m)]
+
+    old, new = shown(before), shown(after)
+    if not any(_is_fold_note(m) for m in after[:1]):
+        return new[: len(old)] == old
+    return any(new[: len(old) - cut] == old[cut:] for cut in range(len(old)))
+
+
+def _is_fold_note(message: dict) -> bool:
+    content = message["content"]
+    parts = content if isinstance(content, list) else [content]
+    text = " ".join(c if isinstance(c, str) else c.get("text", "") if isinstance(c, dict) else "" for c in parts)
+    return message["role"] == "assistant" and "earlier messages are folded" in text
 
 
 def _still_serving(client: Client, before: list[dict], expected_class: str) -> None:

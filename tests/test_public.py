@@ -112,20 +112,32 @@ def test_explain_refuses_server_files_with_one_message(url, secrets, shape):
     answer = answers["image"]
     assert SECRET not in answer and "passwd" not in answer and "circle" not in answer.lower()
     assert "private" not in answer and "/" not in answer.replace("gradio_api", "")
-    if shape in ("bare path", "dot-dot path", "url"):
-        assert REFUSED in answer  # our own gate answered
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_gate_refuses_every_shape_even_past_gradio(served, secrets, shape):
+    """Gradio's own checks stop most shapes first; the app's gate refuses them all anyway, with one message."""
+    import gradio as gr
+
+    _url, chat_app = served
+    for path in secrets.values():
+        with pytest.raises(gr.Error) as refused:
+            chat_app.explain_once(SHAPES[shape](path), "why? opacity 0", "shapes")
+        assert refused.value.message == REFUSED
 
 
 def test_explain_refuses_a_symlink_out_of_the_upload_folder(url, uploads, secrets):
-    link = uploads / "innocent.png"
-    link.symlink_to(secrets["image"])
-    answer = refusal_of(call(url, "explain", [{"path": str(link)}, "why?", "shapes"]))
-    assert REFUSED in answer
+    answers = set()
+    for name, target in secrets.items():
+        link = uploads / f"innocent-{name}.png"
+        link.symlink_to(target)
+        answers.add(refusal_of(call(url, "explain", [SHAPES["path with meta"](str(link)), "why?", "shapes"])))
+    assert len(answers) == 1 and SECRET not in answers.pop()
 
 
 def test_explain_still_answers_a_real_upload(url, uploads):
     path = shape_png(uploads, "square")
-    kind, (_markdown, image, facts) = call(url, "explain", [{"path": path}, "why?", "shapes"])
+    kind, (_markdown, image, facts) = call(url, "explain", [SHAPES["path with meta"](path), "why?", "shapes"])
     assert kind == "complete" and image is not None and facts["data"]["explanation"]["target"]["label"] == "square"
 
 
@@ -323,3 +335,52 @@ def test_slow_methods_are_refused_up_front_within_the_turn_budget(uploads):
         assert "Score-CAM would take about" in plain(markdown) and "gradcam" in plain(markdown)
         markdown, picture, facts = client.predict(handle_file(image), "why?", "shapes", api_name="/explain")
         assert not facts["error"] and picture is not None  # Grad-CAM fits the same budget
+
+
+# ------------------------------------------------------------------------------ 4. constant-cost turns
+
+
+def test_the_150th_turn_costs_what_the_10th_does(served, uploads):
+    url, chat_app = served
+    index, session = fn_index(chat_app, "chat_turn"), uuid.uuid4().hex
+    image = {"path": shape_png(uploads, "star"), "meta": {"_type": "gradio.FileData"}}
+    sizes = []
+    for turn in range(150):
+        message = {"text": "why?", "files": [image]} if turn == 0 else {"text": ("how sure?", "why?")[turn % 2],
+                                                                          "files": []}
+        _session, messages = join(url, index, [message, None], session)
+        done = next(m for m in messages if m.get("msg") == "process_completed")
+        assert done["success"] is True
+        sizes.append(len(json.dumps(done["output"])))  # what the server sends back for this turn
+    shown = done["output"]["data"][0]
+    assert sizes[149] <= 1.5 * sizes[9], (sizes[9], sizes[149])
+    assert len(shown) <= chat_app.limits.shown_messages + 1
+    assert "earlier messages are folded" in plain(shown[0]["content"][0]["text"])
+    assert any(m["role"] == "user" for m in shown[1:3])  # the cut falls where a question starts
+
+
+# ------------------------------------------------------------------------------------------------ 6. disk
+
+
+def test_answer_pictures_live_in_the_swept_temporary_folder(served, uploads):
+    import os
+    from pathlib import Path
+
+    import gradio as gr
+    from gradio.route_utils import delete_files_created_by_app
+
+    url, chat_app = served
+    assert chat_app.demo.delete_cache  # Gradio's sweeper runs for this app
+    _session, messages = join(url, fn_index(chat_app, "chat_turn"),
+                              [{"text": "why?", "files": [{"path": shape_png(uploads, "cross"),
+                                                           "meta": {"_type": "gradio.FileData"}}]}, None])
+    done = next(m for m in messages if m.get("msg") == "process_completed")
+    pictures = [c["value"]["path"] for m in done["output"]["data"][0] for c in m["content"]
+                if c.get("type") == "component"]
+    assert pictures and all(Path(p).is_relative_to(gr.utils.get_upload_folder()) for p in pictures)
+    assert not any(Path(p).is_relative_to(os.getcwd()) for p in pictures)
+    thumbnails = [cell["path"] for block in chat_app.demo.blocks.values() if isinstance(block, gr.Dataset)
+                  for sample in block.get_config()["samples"] for cell in sample if isinstance(cell, dict)]
+    delete_files_created_by_app(chat_app.demo, age=0)  # what the sweep does once the files are old enough
+    assert not any(Path(p).exists() for p in pictures)
+    assert thumbnails and all(Path(t).exists() for t in thumbnails)  # the example thumbnails stay

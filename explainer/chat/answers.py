@@ -16,6 +16,7 @@ import numpy as np
 
 from ..cams import METHODS, method_key
 from ..errors import AmbiguousClassError, ClassError, ExplainerError, ImageError
+from ..images import display_name
 from ..layers import LayerPath
 from ..models import LoadedModel
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
@@ -112,8 +113,9 @@ def _add_images(session: ChatSession, files: list) -> tuple[list[ImageEntry], li
 
 
 def _file_name(source: Any) -> str:
+    """How a message may call an upload: its file name, but never a DICOM file's (often the patient's name)."""
     path = source.get("path") if isinstance(source, dict) else source
-    return str(path).replace("\\", "/").rsplit("/", 1)[-1] if isinstance(path, str) else "the upload"
+    return display_name(path) if isinstance(path, str) else "the upload"
 
 
 def vocab(session: ChatSession) -> Vocab:

@@ -251,7 +251,7 @@ class ModelMenu:
             raise ModelError(f"{path.name!r} is not a Keras model file; upload a .keras or .h5 file.")
         if checker is not None:
             checker(path)
-        model = load_model(path, labels=labels_file or None)
+        model = load_model(path, labels=labels_file or None, trust=False)  # a visitor's file never runs code
         warm_up(model)
         self.release()  # a visitor's new upload replaces the previous one
         key = self._free_key(path.stem)

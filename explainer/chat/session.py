@@ -11,13 +11,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -26,7 +24,7 @@ import numpy as np
 from ..cams import METHODS, method_key
 from ..engine import explain
 from ..errors import ClassError, ExplainerError, ImageError
-from ..images import load_image
+from ..images import load_image_with_notes
 from ..labels import match_label
 from ..layers import LayerPath, resolve_layer, spatial_layers
 from ..models import LoadedModel
@@ -104,6 +102,7 @@ class ImageEntry:
     image: np.ndarray
     name: str
     original_size: tuple[int, int]  # (width, height) before any shrinking
+    notes: list[str] = field(default_factory=list)  # how the file was read (e.g. "the first of 12 frames")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -295,12 +294,12 @@ class ChatSession:
         path = source.get("path") if isinstance(source, dict) else source
         if path is None:
             raise ImageError("The upload carried no file.")
-        image = load_image(path)
-        height, width = image.shape[:2]
-        image = _shrink(image, MAX_SIDE)
+        loaded = load_image_with_notes(path)
+        height, width = loaded.pixels.shape[:2]
+        image = _shrink(loaded.pixels, MAX_SIDE)
         with self._lock:
             self._counter += 1
-            entry = ImageEntry(self._counter, image, _display_name(path), (width, height))
+            entry = ImageEntry(self._counter, image, loaded.name, (width, height), list(loaded.notes))
             self.images.append(entry)
             while len(self.images) > MAX_IMAGES:
                 gone = self.images.pop(0)
@@ -448,7 +447,3 @@ def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-
-def _display_name(source: Any) -> str:
-    """The file name of an upload ("" for an in-memory image)."""
-    return Path(source).name if isinstance(source, (str, os.PathLike)) else ""
