@@ -11,7 +11,19 @@ damage, so this module reads only what the file *declares*:
   Keras safe mode (a ``Lambda`` is refused, never run), and tracing symbolic tensors through it.
 
 :func:`check_model_file` compares those facts with :class:`ModelLimits` (environment variables) and raises a
-:class:`~explainer.errors.ModelError` that states the limit. It never falls back to a real load.
+:class:`~explainer.errors.ModelError` that states the limit. It never falls back to a real load:
+
+- a free input size (``None``) is sized at :data:`DEFAULT_SIDE`, the size the app feeds such a model;
+- an architecture that safe mode refuses (a ``Lambda``, an unknown custom layer) passes with what could be read:
+  the real load refuses it at the same point, and the variables created up to there are counted as parameters;
+- an architecture that builds but cannot be sized without its weights (a registered layer creating a variable from a
+  value) is refused. A memory-limited child process was measured instead and rejected: TensorFlow's import alone
+  takes 2.5–5 s, ``RLIMIT_AS`` failed a 256 MB model even at 2.5 GB (TensorFlow reserves address space), and
+  ``RLIMIT_DATA`` needs a per-machine baseline (~0.5 GB after import) to be meaningful.
+
+The file itself is guarded too: ``config.json`` is read up to :data:`CONFIG_MAX_BYTES`, nothing is extracted to disk,
+a deflated weights member is inflated only up to :data:`DEFLATED_WEIGHTS_MAX_BYTES`, and the layer and HDF5 object
+counts are capped so that inspecting any file takes a few seconds at most.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from .errors import ModelError
 
 DEFAULT_SIDE = 224  # what the app feeds a model whose input height/width is None (see models._describe)
 FLOAT_BYTES = 4  # the chat computes in float32
-CONFIG_MAX_BYTES = 8 * 2**20  # the largest keras.applications config (ConvNeXtXLarge) is well under 1 MB
+CONFIG_MAX_BYTES = 8 * 2**20  # the largest keras.applications config (NASNetLarge) is 1.0 MB
 WEIGHTS_MEMBER = "model.weights.h5"
 CONFIG_MEMBER = "config.json"
 # A deflated weights member cannot be read in place cheaply (every backward seek re-inflates from the start: 37 s
@@ -62,7 +74,7 @@ class ModelLimits:
         2048 × 2048 × 3 ≈ 12.6 M: 50 MB per float32 image, 400 MB for a batch of eight).
     max_activation_bytes : int
         Most bytes of the largest layer output (the input included) for a batch of :attr:`batch` float32 images
-        (``EXPLAINER_MAX_ACTIVATION_MB``, default 1024 MB; VGG16 at 224 needs 103 MB, EfficientNetB0 205 MB).
+        (``EXPLAINER_MAX_ACTIVATION_MB``, default 1024 MB; VGG16 needs 98 MB, EfficientNetB7 at 600×600 531 MB).
     batch : int
         The most images the chat runs through a model at once (Score-CAM's chunks of eight).
     """
@@ -311,11 +323,14 @@ def _read_legacy(path: Path) -> tuple[dict, int]:
         with h5py.File(path, "r") as weights:
             if "model_config" not in weights.attrs:
                 raise ModelError("This .h5 file holds weights only, not a whole model (no architecture inside).")
-            size = weights.attrs.get_id("model_config").get_storage_size()
+            size = weights.attrs.get_id("model_config").get_storage_size()  # a variable-length string says 16
             if size > CONFIG_MAX_BYTES:
                 raise ModelError(_config_too_big(size))
-            raw = weights.attrs["model_config"]
-            group = weights.get("model_weights", getlink=False)
+            raw = weights.attrs["model_config"]  # so its length is known only here: at most the file's size
+            if len(raw) > CONFIG_MAX_BYTES:
+                raise ModelError(_config_too_big(len(raw)))
+            link = weights.get("model_weights", getclass=True, getlink=True)
+            group = weights["model_weights"] if link is h5py.HardLink else None  # never open a linked file
             params = _dataset_params(group) if isinstance(group, h5py.Group) else 0
     except ModelError:
         raise

@@ -424,6 +424,27 @@ def test_an_oversized_config_is_refused_before_it_is_read(folder):
         inspect_model_file(path)
 
 
+def test_an_oversized_legacy_config_is_refused_before_it_is_parsed(folder):
+    path = folder / "config_bomb.h5"
+    with h5py.File(path, "w") as legacy:
+        legacy.attrs["model_config"] = "[" * (CONFIG_MAX_BYTES + 1)  # a variable-length string: no size up front
+    with pytest.raises(ModelError, match="architecture description is 8 MB; this server reads at most 8 MB"):
+        inspect_model_file(path)
+
+
+def test_a_legacy_weights_group_linked_to_another_file_is_not_followed(folder, gap_model):
+    other = folder / "other_weights.h5"
+    with h5py.File(other, "w") as elsewhere:
+        elsewhere.create_dataset("model_weights/big", shape=(HUGE, HUGE), dtype="f4", chunks=(1024, 1024))
+    path = folder / "linked.h5"
+    save_model_to_hdf5(gap_model, str(path))
+    with h5py.File(path, "a") as legacy:
+        del legacy["model_weights"]
+        legacy["model_weights"] = h5py.ExternalLink(str(other), "/model_weights")
+        assert "big" in legacy["model_weights"]  # the link is live: h5py follows it when asked
+    assert inspect_model_file(path).params == gap_model.count_params()  # from the architecture alone
+
+
 def test_large_compressed_weights_are_refused_without_inflating_them(folder):
     path = folder / "deflated_weights.keras"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
