@@ -29,6 +29,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image as PILImage
 
+from explainer.budget import ModelLimits, check_model_file
 from explainer.cams import METHODS
 from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
 from explainer.chat.intents import METHOD_NAMES
@@ -341,6 +342,7 @@ class ChatApp:
         self.shelf = shelf or ModelShelf()
         self.limits = limits or ServerLimits.from_env()
         self.uploads = UploadRegistry(self.limits.uploaded_models)
+        self.model_limits = ModelLimits.from_env()
         # The default model is loaded and warmed up now, at start-up, not on the first question.
         self.default_name, self.default, self.default_reason = load_default(self.shelf)
         self.builtins = builtin_choices(self.default_name)
@@ -475,7 +477,9 @@ class ChatApp:
         """Load a user's model file (Keras safe mode) into this session's menu and switch to it."""
         visit = visit or self.new_visit()
         try:
-            key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file))
+            # The architecture is checked against the memory budgets before a single weight is allocated.
+            key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file),
+                                               checker=lambda path: check_model_file(path, self.model_limits))
         except ExplainerError as err:
             raise gr.Error(str(err), title="The model was not loaded") from None
         visit.chat.model_names = tuple(visit.menu.names())

@@ -8,6 +8,7 @@ sized, and optional reference statistics of its training data. It comes from a J
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -25,6 +26,8 @@ from .errors import ModelError
 from .graph import find_head
 from .heads import DEFAULT_DECISION_THRESHOLD, HEADS
 from .images import load_image
+
+logger = logging.getLogger(__name__)
 
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -262,7 +265,7 @@ def load_model_file(path: str | os.PathLike, trust: bool = False) -> keras.Model
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"No model file at {path}.")
+        raise ModelError(f"There is no model file called {path.name!r}.")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path.name!r} is not a Keras model file (.keras or .h5).")
     try:
@@ -270,9 +273,9 @@ def load_model_file(path: str | os.PathLike, trust: bool = False) -> keras.Model
     except ValueError as err:
         if not trust and ("Lambda" in str(err) or "safe_mode" in str(err)):
             raise ModelError(_code_refused_message(path.name)) from err
-        raise ModelError(f"{path.name!r} could not be loaded: {_first_line(err)}") from err
+        raise _unreadable(path, err) from err
     except Exception as err:  # corrupt zip/HDF5, unknown custom layers, ...: all mean "cannot load this file"
-        raise ModelError(f"{path.name!r} could not be loaded as a Keras model: {_first_line(err)}") from err
+        raise _unreadable(path, err) from err
     if not isinstance(model, keras.Model):
         raise ModelError(f"{path.name!r} holds weights only, not a whole model.")
     return model
@@ -288,9 +291,14 @@ def _code_refused_message(name: str) -> str:
     )
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
+def _unreadable(path: Path, err: Exception) -> ModelError:
+    """A plain refusal; Keras's own text (which names server paths and modules) goes to the log only."""
+    logger.info("model file %r could not be loaded: %s: %s", path.name, type(err).__name__, err)
+    hint = ""
+    if "Unknown layer" in str(err) or "Could not locate class" in str(err):
+        hint = " It uses a custom layer class that is not part of Keras; save the model with built-in layers."
+    return ModelError(f"{path.name!r} could not be read as a Keras model: the file is damaged, is not a model, or "
+                      f"was saved by an incompatible version of Keras.{hint}")
 
 
 def read_sidecar(model_path: str | os.PathLike) -> dict:
@@ -318,7 +326,22 @@ def _read_labels(labels: list[str] | str | os.PathLike) -> list[str]:
     return [str(label) for label in labels]
 
 
+def _check_interface(model: keras.Model) -> None:
+    """One image in, one score per class out: anything else gets a plain refusal before it can fail deep inside."""
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    if len(inputs) != 1:
+        raise ModelError(f"This model takes {len(inputs)} inputs; Grad-CAM Chat explains models that take one image.")
+    if len(outputs) != 1:
+        raise ModelError(f"This model has {len(outputs)} outputs; Grad-CAM Chat explains classifiers with one "
+                         "output of class scores.")
+    shape = tuple(outputs[0].shape)
+    if len(shape) != 2:
+        raise ModelError(f"This model's output has shape {shape}; a classifier ends in one score per class, "
+                         "(batch, classes). Models that output maps (segmentation, detection) are not supported.")
+
+
 def _describe(model: keras.Model, meta: dict, source: str, labels, preprocess_mode) -> ModelInfo:
+    _check_interface(model)
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
     channels = _channels(shape, meta.get("channels"))
     input_size = tuple(meta.get("input_size") or (shape[1] or 224, shape[2] or 224))

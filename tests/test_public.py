@@ -384,3 +384,67 @@ def test_answer_pictures_live_in_the_swept_temporary_folder(served, uploads):
     delete_files_created_by_app(chat_app.demo, age=0)  # what the sweep does once the files are old enough
     assert not any(Path(p).exists() for p in pictures)
     assert thumbnails and all(Path(t).exists() for t in thumbnails)  # the example thumbnails stay
+
+
+def test_hostile_models_are_refused_before_they_take_memory(served, uploads):
+    from test_budget import hostile_dense, peak_rss_growth, wide_conv_model
+
+    url, chat_app = served
+    index = fn_index(chat_app, "upload_model")
+    wide = uploads / "wide.keras"
+    wide_conv_model().save(wide)  # 28 KB: a 6000×6000 input and one 64-channel convolution
+    for path, limit in ((hostile_dense(uploads / "dense.keras"), "parameters"), (wide, "values")):
+        payload = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+        (_session, messages), growth = peak_rss_growth(lambda p=payload: join(url, index, [p, None, None]))
+        done = next(m for m in messages if m.get("msg") == "process_completed")
+        assert done["success"] is False
+        message = done["output"]["error"]
+        assert limit in message and "at most" in message and str(uploads) not in message
+        assert growth < 600 * 2**20, f"{path.name}: the server grew by {growth / 2**20:.0f} MB"
+    assert len(chat_app.uploads) == 0
+
+
+HOSTILE_MODELS = ["two_inputs", "map_output", "random_bytes", "nan_weights", "inf_weights"]
+
+
+def hostile_model(folder, kind: str):
+    import os
+
+    import keras
+    import numpy as np
+
+    path = folder / f"{kind}.keras"
+    if kind == "random_bytes":
+        path.write_bytes(os.urandom(4096))
+        return str(path)
+    if kind == "two_inputs":
+        a, b = keras.Input((32, 32, 3)), keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Concatenate()([a, b]))
+        model = keras.Model([a, b], keras.layers.Dense(3, activation="softmax")(
+            keras.layers.GlobalAveragePooling2D()(x)))
+    elif kind == "map_output":
+        a = keras.Input((32, 32, 3))
+        model = keras.Model(a, keras.layers.Conv2D(4, 3, padding="same", activation="softmax")(a))
+    else:
+        a = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu")(a)
+        model = keras.Model(a, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+        bad = np.nan if kind == "nan_weights" else np.inf
+        model.layers[-1].set_weights([np.full_like(w, bad) for w in model.layers[-1].get_weights()])
+    model.save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", HOSTILE_MODELS)
+def test_hostile_models_get_a_plain_message(served, uploads, kind):
+    url, chat_app = served
+    index = fn_index(chat_app, "upload_model")
+    payload = {"path": hostile_model(uploads, kind), "meta": {"_type": "gradio.FileData"}}
+    _session, messages = join(url, index, [payload, None, None])
+    done = next(m for m in messages if m.get("msg") == "process_completed")
+    assert done["success"] is False
+    message = done["output"]["error"]
+    assert message and "/" not in message and "Traceback" not in message and "File " not in message
+    assert "keras." not in message and "explainer" not in message and ".py" not in message
+    if kind in ("nan_weights", "inf_weights"):
+        assert "invalid numbers" in message and "%" not in message
