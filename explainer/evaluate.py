@@ -3,7 +3,7 @@
 Data: the generated shapes (:func:`explainer.demo.generate.make_dataset` with :data:`EVALUATION_SEED`, a seed used
 neither for training nor for the sidecar's held-out set), or your own folder (``--data DIR``) laid out as::
 
-    DIR/images/<name>.png   (or .jpg, .jpeg, .bmp, .webp, .tif)
+    DIR/images/<name>.png   (or any format of :data:`explainer.images.IMAGE_SUFFIXES`)
     DIR/masks/<name>.png    same stem; the object is every non-zero pixel (resized, nearest, if sizes differ)
 
 The class explained is the true shape when the model's labels are the demo classes, otherwise the model's top
@@ -29,18 +29,19 @@ from . import metrics
 from .cams import METHODS, get_method
 from .engine import explain, predict
 from .errors import ExplainerError
-from .images import load_image
+from .images import IMAGE_SUFFIXES, load_image
 from .models import load_model
 from .region import DEFAULT_THRESHOLD, mask_to_box
 
 #: Seed of the demo evaluation images (training uses 1 and 2, the sidecar's held-out set 10_001 and 10_002).
 EVALUATION_SEED = 20_000
-FOLDER_LAYOUT = """folder layout for --data DIR:
-  DIR/images/<name>.png   (or .jpg, .jpeg, .bmp, .webp, .tif)
+#: Suffixes tried for a mask, PNG first (the layout the help shows).
+MASK_SUFFIXES = (".png", *sorted(IMAGE_SUFFIXES - {".png"}))
+FOLDER_LAYOUT = f"""folder layout for --data DIR:
+  DIR/images/<name>.png   (or {", ".join(MASK_SUFFIXES[1:])})
   DIR/masks/<name>.png    same stem; the object is every non-zero pixel
 
 Without --data: generated shapes images with known masks (fixed held-out seed)."""
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SANITY_IMAGES = 16
 
 #: (key, header, format) of each table column; rates and percentages are printed ×100.
@@ -101,7 +102,7 @@ def folder_dataset(folder: str | Path) -> Dataset:
 
 
 def _read_mask(mask_dir: Path, stem: str, size: tuple[int, int]) -> np.ndarray:
-    candidates = [mask_dir / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
+    candidates = [mask_dir / f"{stem}{suffix}" for suffix in MASK_SUFFIXES]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ExplainerError(f"No mask for {stem!r}: expected {mask_dir / (stem + '.png')}.")
