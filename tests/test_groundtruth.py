@@ -1,0 +1,163 @@
+"""Comparing a map with the region the user expects: box, mask and place words give the same numbers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import gap_cnn
+from PIL import Image
+
+from explainer import explain, load_model, metrics
+from explainer.groundtruth import (
+    EXPECTED_COLOR,
+    RegionError,
+    box_mask,
+    compare_region,
+    draw_expected,
+    energy_inside,
+    parse_box,
+    read_mask,
+    region_from_words,
+)
+from explainer.region import grid_location
+
+HEIGHT, WIDTH = 60, 90
+
+
+@pytest.fixture(scope="module")
+def result():
+    """A real explanation of a 60×90 image (the model's input is 32×32: the map is upsampled to the image)."""
+    model = load_model(gap_cnn(n_classes=3, size=32, seed=4), labels=["a", "b", "c"], preprocess="unit")
+    image = np.random.default_rng(7).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    image[40:60, 0:30] = (250, 250, 250)  # something bright in the lower left
+    out = explain(model, image)
+    assert out.heatmap.shape == (HEIGHT, WIDTH) and out.heatmap.max() > 0
+    return out
+
+
+def test_box_mask_and_words_give_the_same_numbers(result, tmp_path):
+    box = region_from_words("it should be in the lower left", (HEIGHT, WIDTH))
+    assert box == (0, 40, 30, 20)
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[40:60, 0:30] = 255
+    big = cv2.resize(mask, (WIDTH * 2, HEIGHT * 2), interpolation=cv2.INTER_NEAREST)
+    Image.fromarray(big).save(tmp_path / "mask.png")
+    by_box = compare_region(result, box=box)
+    assert by_box == compare_region(result, mask=mask)
+    assert by_box == compare_region(result, mask=tmp_path / "mask.png")  # twice the size: resized, nearest
+    assert by_box == compare_region(result, box=parse_box("0, 40, 30, 60", "corners"))
+    assert by_box["region_pixels"] == 600 and by_box["coverage"] == pytest.approx(600 / (HEIGHT * WIDTH))
+
+
+def test_energy_inside_is_the_heat_share_in_the_region(result):
+    x, y, w, h = 20, 10, 33, 25
+    heat = result.heatmap.astype(np.float64)
+    direct = heat[y : y + h, x : x + w].sum() / heat.sum()
+    assert compare_region(result, box=(x, y, w, h))["energy_inside"] == pytest.approx(direct, abs=1e-6)
+    assert energy_inside(np.zeros((4, 4)), np.ones((4, 4), bool)) == 0.0
+    assert compare_region(result, box=(0, 0, WIDTH, HEIGHT))["energy_inside"] == pytest.approx(1.0)
+
+
+def test_hit_uses_the_peak_and_the_tolerance(result):
+    px, py = result.region.peak
+    assert compare_region(result, box=(px, py, 1, 1), tolerance=0)["hit"]
+    # A box 6 px to the right of the peak: a hit with 6 px of tolerance, a miss with 5.
+    away = (px + 6, py, 3, 1) if px + 9 <= WIDTH else (px - 8, py, 2, 1)
+    assert compare_region(result, box=away, tolerance=6)["hit"]
+    assert not compare_region(result, box=away, tolerance=5)["hit"]
+    # The default is the project's pointing tolerance: 15 px per 224 px of the larger side.
+    assert compare_region(result, box=away)["tolerance"] == pytest.approx(metrics.POINTING_TOLERANCE * WIDTH, abs=1e-3)
+
+
+def test_iou_is_the_localized_region_against_the_expected_one(result):
+    x, y, w, h = result.region.bbox
+    expected = np.zeros((HEIGHT, WIDTH), bool)
+    expected[y : y + h, x : x + w] = True
+    found = result.region.mask
+    direct = (found & expected).sum() / (found | expected).sum()
+    assert compare_region(result, box=(x, y, w, h))["iou"] == pytest.approx(direct, abs=1e-6)
+    assert compare_region(result, mask=found)["iou"] == pytest.approx(1.0)
+
+
+def test_verdict_follows_the_energy(result):
+    assert compare_region(result, box=(0, 0, WIDTH, HEIGHT))["verdict"] == "inside"
+    coldest = np.unravel_index(np.argmin(result.heatmap), result.heatmap.shape)
+    tiny = (int(coldest[1]), int(coldest[0]), 1, 1)
+    assert compare_region(result, box=tiny)["verdict"] == "elsewhere"
+
+
+@pytest.mark.parametrize(("height", "width"), [(60, 90), (77, 100), (5, 7)])
+def test_place_words_cover_exactly_the_grid_cells_the_region_module_names(height, width):
+    ys, xs = np.mgrid[:height, :width]
+    names = np.vectorize(lambda x, y: grid_location(x, y, width, height))(xs, ys)
+    for place in ("upper left", "upper middle", "upper right", "middle left", "center", "middle right",
+                  "lower left", "lower middle", "lower right"):
+        mask = box_mask(region_from_words(place, (height, width)), (height, width))
+        assert np.array_equal(mask, names == place), place
+    assert np.array_equal(box_mask(region_from_words("bottom", (height, width)), (height, width)),
+                          np.isin(names, ["lower left", "lower middle", "lower right"]))
+    assert region_from_words("top left", (height, width)) == region_from_words("upper left", (height, width))
+    assert region_from_words("centre", (height, width)) == region_from_words("middle", (height, width))
+
+
+def test_box_parsing():
+    assert parse_box("40,60,80,80") == parse_box("(40, 60, 80, 80)") == parse_box([40, 60, 80, 80]) == (40, 60, 80, 80)
+    assert parse_box("120 140 40 60", "corners") == (40, 60, 80, 80)  # corners in any order
+    assert parse_box("1.6, 2.4, 10, 10") == (2, 2, 10, 10)
+    for bad in ("1,2,3", "a,b,c,d", "1,2,0,5"):
+        with pytest.raises(RegionError):
+            parse_box(bad)
+    with pytest.raises(RegionError, match="format"):
+        parse_box("1,2,3,4", "yolo")
+
+
+def test_several_boxes_are_their_union():
+    mask = box_mask([(0, 0, 2, 2), (3, 3, 1, 1)], (5, 5))
+    assert mask.sum() == 5 and mask[3, 3] and mask[1, 1] and not mask[2, 2]
+
+
+def test_masks_of_every_kind(result, tmp_path):
+    expected = compare_region(result, box=(10, 5, 20, 30))
+    layer = np.zeros((HEIGHT, WIDTH, 4), np.uint8)  # a transparent brush layer: red strokes, opaque
+    layer[5:35, 10:30] = (255, 0, 0, 255)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    ones = np.zeros((HEIGHT // 3, WIDTH // 3), np.uint8)  # label-style 0/1 mask at a third of the size
+    ones[5 // 3 : 35 // 3, 10 // 3 : 30 // 3] = 1
+    assert compare_region(result, mask=tmp_path / "layer.png") == expected
+    assert compare_region(result, mask=layer) == expected
+    small = read_mask(ones, (HEIGHT, WIDTH))
+    assert small.shape == (HEIGHT, WIDTH) and small.sum() == (11 - 1) * (10 - 3) * 3 * 3  # each cell → 3×3 px
+
+
+def test_bad_regions_have_plain_messages(result, tmp_path):
+    with pytest.raises(RegionError, match="outside the image, which is 90 × 60"):
+        compare_region(result, box=(100, 10, 5, 5))
+    with pytest.raises(RegionError, match="no area"):
+        compare_region(result, box=(10, 10, 0, 5))
+    with pytest.raises(RegionError, match="empty"):
+        compare_region(result, mask=np.zeros((HEIGHT, WIDTH)))
+    with pytest.raises(RegionError, match="90 × 90 pixels but the image is 90 × 60"):
+        compare_region(result, mask=np.ones((90, 90)))
+    with pytest.raises(RegionError, match="exactly one"):
+        compare_region(result)
+    with pytest.raises(RegionError, match="exactly one"):
+        compare_region(result, box=(0, 0, 1, 1), mask=np.ones((HEIGHT, WIDTH)))
+    with pytest.raises(RegionError, match="no place"):
+        region_from_words("somewhere nice", (HEIGHT, WIDTH))
+    with pytest.raises(RegionError, match="two rows"):
+        region_from_words("upper lower", (HEIGHT, WIDTH))
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(Exception, match="not an image format") as info:
+        compare_region(result, mask=tmp_path / "bad.png")
+    assert str(tmp_path) not in str(info.value)
+    # A box partly outside keeps its inside part.
+    assert compare_region(result, box=(80, 50, 40, 40)) == compare_region(result, box=(80, 50, 10, 10))
+
+
+def test_draw_expected_outlines_in_its_own_colour():
+    picture = np.zeros((40, 40, 3), np.uint8)
+    mask = box_mask((10, 10, 20, 20), (40, 40))
+    out = draw_expected(picture, mask)
+    outline = np.all(out == EXPECTED_COLOR, axis=-1)
+    assert outline[10, 10:30].all() and outline[29, 10:30].all() and not outline[20, 20] and not picture.any()
