@@ -18,7 +18,7 @@ from PIL import Image
 from planted_models import LABELS, planted_squares, trained_model
 
 from explainer import LoadedModel, predict
-from explainer.cams import METHODS
+from explainer.cams import METHODS, BaseCAM
 from explainer.chat import ChatSession, Reply, answer_once, depth_layer_names, parse
 from explainer.chat import answers as answers_module
 from explainer.chat import intents as I
@@ -226,11 +226,25 @@ def test_use_method_switches_and_is_remembered(chat):
     assert "Grad-CAM++" in _words(chat.respond("why?").markdown)
 
 
-def test_unavailable_method_is_refused_kindly(chat, monkeypatch):
-    monkeypatch.delitem(METHODS, "scorecam")
-    reply = chat.respond("use score-cam")
-    assert reply.error and "not available" in reply.markdown
-    assert chat.settings.method == "gradcam"
+def test_a_new_method_is_understood_without_chat_edits(chat, monkeypatch):
+    """A method is one class plus its registration: the chat finds its spellings, names it, compares and teaches it."""
+
+    class MeanCAM(BaseCAM):
+        name = "meancam"
+        display_name = "Mean-CAM"
+        aliases = ("average CAM",)
+
+        def get_cam_weights(self, batch):
+            return batch.activations.mean(axis=(1, 2))
+
+    monkeypatch.setitem(METHODS, "meancam", MeanCAM)
+    reply = chat.respond("use average cam")
+    assert chat.settings.method == "meancam" and reply.data["explanation"]["method"] == "meancam"
+    assert "Mean-CAM" in _words(reply.markdown)
+    assert "Mean-CAM" in _words(chat.respond("help").markdown)
+    assert "meancam" in [m["method"] for m in chat.respond("compare methods").data["methods"]]
+    teach = chat.respond("what is mean-cam?")
+    assert teach.intent == I.TEACH and "**Mean-CAM**" in _words(teach.markdown)
 
 
 def test_layers_side_by_side_and_switching(chat, model):
@@ -586,7 +600,7 @@ def test_slow_answers_announce_progress():
     assert "7 maps" in session.progress_note("compare methods")
     assert session.progress_note("why?") is None and session.progress_note("what is it?") is None
     session.update_settings(method="scorecam")
-    assert "Score-CAM" in session.progress_note("why?")
+    assert "Score-CAM" in _words(session.progress_note("why?"))
     assert session.progress_note("what is it?") is None
 
 

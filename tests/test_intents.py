@@ -6,13 +6,13 @@ import time
 
 import pytest
 
+from explainer.cams import METHODS, BaseCAM, method_key, spellings
 from explainer.chat import intents as I
 from explainer.chat.intents import MAX_QUESTION_CHARS, Vocab, find_methods, parse
 
 LABELS = ("circle", "square", "triangle", "star", "cross", "tabby cat", "tiger cat", "mask", "electrical switch")
 VOCAB = Vocab(
     labels=LABELS,
-    methods=("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam"),
     layers=("stem_relu", "conv2_relu", "conv3", "last_conv_relu", "mobilenetv2_1.00_224/Conv_1"),
     models=("shapes", "shapes-shortcut", "mobilenet_v2"),
     colormaps=("turbo", "inferno", "viridis", "magma", "jet"),
@@ -191,6 +191,25 @@ def test_class_question_distinguishes_strong_and_weak_forms():
 ])
 def test_method_names_in_many_spellings(text, method):
     assert find_methods(text) == [method]
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_every_method_declares_its_facts_and_is_found_by_each_spelling(key):
+    """The chat learns a method from its class: display name, aliases, class-agnostic, slow."""
+    cls = METHODS[key]
+    assert cls.display_name != BaseCAM.display_name
+    assert cls.slow == (cls().extra_forward_passes(16) > 0)
+    for spelling in spellings(cls):
+        assert find_methods(f"use {spelling} please") == [key], spelling
+        assert find_methods(f"use {spelling.upper().replace('-', ' ')}") == [key], spelling
+        assert method_key(spelling) == key
+
+
+def test_method_names_are_unique():
+    """No spelling (case and separators aside) names two methods, and no two methods share a display name."""
+    squashed = [{method_key(s) for s in spellings(cls)} for cls in METHODS.values()]
+    assert all(len(names) == 1 for names in squashed)
+    assert len({cls.display_name for cls in METHODS.values()}) == len(METHODS)
 
 
 def test_two_methods_are_a_comparison():

@@ -12,26 +12,34 @@ from .layercam import LayerCAM
 from .scorecam import ScoreCAM
 from .xgradcam import XGradCAM
 
+#: Every method by its key. Adding a method is one module (a :class:`BaseCAM` subclass with its facts:
+#: ``name``, ``display_name``, ``aliases``, ``class_agnostic``, ``slow``) plus its class in this tuple; the engine,
+#: the CLI and the chat read everything else from the class.
 METHODS: dict[str, type[BaseCAM]] = {
     cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, HiResCAM, XGradCAM, LayerCAM, ScoreCAM, EigenCAM)
 }
 
-#: Other spellings people use, after :func:`method_key`'s squashing.
-ALIASES: dict[str, str] = {
-    "gradcamplusplus": "gradcam++",
-    "gradcampp": "gradcam++",
-    "gradcamplus": "gradcam++",
-    "xgrad": "xgradcam",
-    "gradcam+": "gradcam++",
-}
+__all__ = ["METHODS", "BaseCAM", "CamBatch", "get_method", "method_key", "normalize", "spellings"]
 
-__all__ = ["ALIASES", "METHODS", "BaseCAM", "CamBatch", "get_method", "method_key", "normalize"]
+
+def _squash(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch not in " -_")
+
+
+def spellings(cls: type[BaseCAM]) -> tuple[str, ...]:
+    """Every way of writing ``cls``'s name that is understood: its key, display name and aliases."""
+    return tuple(dict.fromkeys((cls.name, cls.display_name, *cls.aliases)))
 
 
 def method_key(name: str) -> str:
-    """Canonical method name: case, spaces, dashes and underscores do not matter ("Grad-CAM++" → "gradcam++")."""
-    key = "".join(ch for ch in str(name).lower() if ch not in " -_")
-    return ALIASES.get(key, key)
+    """Canonical method name: case, spaces, dashes and underscores do not matter ("Grad-CAM++" → "gradcam++").
+
+    Any spelling a method class declares (:func:`spellings`) gives its key; an unknown name comes back squashed.
+    """
+    key = _squash(name)
+    if key in METHODS:
+        return key
+    return next((cls.name for cls in METHODS.values() if key in {_squash(s) for s in spellings(cls)}), key)
 
 
 def get_method(name: str | BaseCAM) -> BaseCAM:

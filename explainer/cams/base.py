@@ -63,6 +63,18 @@ class BaseCAM:
     needs_gradients: ClassVar[bool] = True
     #: How a person writes the method's name (messages and the chat use it).
     display_name: ClassVar[str] = "This method"
+    #: Other ways people write the name. Case, spaces, dashes and underscores never matter: the chat finds each
+    #: spelling in a message with the separators optional, and :func:`~explainer.cams.method_key` accepts it.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: True when the map is the same whichever class is asked about (the chat says so when comparing classes).
+    class_agnostic: ClassVar[bool] = False
+    #: True when a map costs many forward passes (:meth:`extra_forward_passes` > 0): the chat announces the wait.
+    slow: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "aliases" not in cls.__dict__:  # spellings name one class: LayerCAM does not answer to HiResCAM's
+            cls.aliases = ()
 
     def extra_forward_passes(self, channels: int) -> int:
         """Forward passes of single images beyond the first, for ``channels`` channels (for time estimates)."""

@@ -44,7 +44,9 @@ def _top_eigenpair(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class EigenCAM(BaseCAM):
     name = "eigencam"
+    display_name = "Eigen-CAM"
     needs_gradients = False
+    class_agnostic = True
 
     def get_cam_image(self, batch: CamBatch) -> tuple[np.ndarray, None]:
         return first_component(batch.activations), None

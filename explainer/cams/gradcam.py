@@ -7,6 +7,7 @@ from .base import BaseCAM, CamBatch
 
 class GradCAM(BaseCAM):
     name = "gradcam"
+    display_name = "Grad-CAM"
 
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
         return batch.gradients.mean(axis=(1, 2))  # per image: never averaged over the batch

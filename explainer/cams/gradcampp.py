@@ -12,6 +12,8 @@ from .base import BaseCAM, CamBatch
 
 class GradCAMPlusPlus(BaseCAM):
     name = "gradcam++"
+    display_name = "Grad-CAM++"
+    aliases = ("Grad-CAM plus plus", "Grad-CAM pp", "Grad-CAM plus")
 
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
         grads = batch.gradients

@@ -11,6 +11,8 @@ from .base import BaseCAM, CamBatch
 
 class HiResCAM(BaseCAM):
     name = "hirescam"
+    display_name = "HiResCAM"
+    aliases = ("high-res-CAM", "high-resolution-CAM", "hi-resolution-CAM")
 
     def gradient_term(self, gradients: np.ndarray) -> np.ndarray:
         """What multiplies the activations position by position (the raw gradient here)."""

@@ -10,6 +10,7 @@ from .hirescam import HiResCAM
 
 class LayerCAM(HiResCAM):
     name = "layercam"
+    display_name = "LayerCAM"
 
     def gradient_term(self, gradients: np.ndarray) -> np.ndarray:
         return np.maximum(gradients, 0.0)

@@ -36,6 +36,7 @@ class ScoreCAM(BaseCAM):
     name = "scorecam"
     display_name = "Score-CAM"
     needs_gradients = False
+    slow = True
 
     def __init__(self, top_n: int | None = DEFAULT_TOP_N, batch_size: int = 8):
         if top_n is not None and top_n < 1:

@@ -9,6 +9,8 @@ _EPS = 1e-7
 
 class XGradCAM(BaseCAM):
     name = "xgradcam"
+    display_name = "XGrad-CAM"
+    aliases = ("XGrad",)
 
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
         acts = batch.activations

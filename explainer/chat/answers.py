@@ -23,7 +23,7 @@ from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from ..result import Explanation, Prediction
 from . import intents as I
 from .checks import Structure, deletion_scores, image_structure, occlusion_check, out_of_distribution
-from .intents import METHOD_NAMES, Intent, Vocab, parse
+from .intents import Intent, Vocab, parse
 from .reply import Reply
 from .session import ChatSession, ImageEntry, SettingError
 from .text import clean_text, render
@@ -48,8 +48,6 @@ COLORMAP_ENDS = {
     "turbo": ("dark red", "dark blue"), "jet": ("dark red", "dark blue"), "inferno": ("pale yellow", "black"),
     "magma": ("pale yellow", "black"), "viridis": ("yellow", "dark purple"),
 }
-#: Methods whose map is the same for every class.
-CLASS_AGNOSTIC = frozenset({"eigencam"})
 MAX_COMPARED = 6
 #: The head whose labels are independent findings (each with its own probability and a decision threshold).
 MULTILABEL = "multilabel"
@@ -121,7 +119,7 @@ def _file_name(source: Any) -> str:
 def vocab(session: ChatSession) -> Vocab:
     """What messages may name in this conversation (cached per model)."""
     return session._model_fact(("vocab", session.model_names), lambda: Vocab(
-        labels=tuple(session.model.labels), methods=tuple(METHODS),
+        labels=tuple(session.model.labels),
         layers=tuple(p.name for p in usable_layers(session)), models=session.model_names,
         colormaps=tuple(COLORMAPS)))
 
@@ -151,7 +149,15 @@ def render_reply(session: ChatSession, template: str, intent: Intent | None = No
 
 
 def method_name(key: str) -> str:
-    return METHOD_NAMES.get(method_key(key), key)
+    """How people write the method ``key`` (its class's display name)."""
+    cls = METHODS.get(method_key(key))
+    return cls.display_name if cls is not None else key
+
+
+def class_agnostic(key: str) -> bool:
+    """True when the method's map is the same for every class."""
+    cls = METHODS.get(method_key(key))
+    return cls is not None and cls.class_agnostic
 
 
 def caption(text: str) -> str:
@@ -386,7 +392,7 @@ def answer_class(session: ChatSession, intent: Intent) -> Reply:
     return render_reply(
         session, "class", intent, top=top, asked=asked, rank=rank, n_classes=len(session.model.labels),
         times=top.probability / max(asked.probability, 1e-12), overlap=overlap, method=method_name(asked.method),
-        agnostic=asked.method in CLASS_AGNOSTIC, top_region=top.region, structure=_structure(session),
+        agnostic=class_agnostic(asked.method), top_region=top.region, structure=_structure(session),
         **region_facts(asked),
         images=[(side, caption(f"{method_name(asked.method)}: {top.target_label} vs {asked.target_label}"))],
         suggestions=[f"Show the region for {asked.target_label}", *suggestions_for(session, top, I.CLASS)],
@@ -449,7 +455,7 @@ def answer_compare_classes(session: ChatSession, intent: Intent) -> Reply:
     what = "findings" if is_multilabel(top) else "classes"
     return render_reply(
         session, "compare_classes", intent, rows=rows, count=count, method=method_name(top.method), what=what,
-        agnostic=top.method in CLASS_AGNOSTIC,
+        agnostic=class_agnostic(top.method),
         images=[(side, caption(f"{method_name(top.method)} maps of the top {count} {what}"))],
         suggestions=suggestions_for(session, top, I.COMPARE_CLASSES),
         data={"explanations": [r.to_dict() for r in results]}, footer=top)
@@ -482,10 +488,6 @@ def answer_use_method(session: ChatSession, intent: Intent) -> Reply:
         return render_reply(session, "method", intent, current=method_name(session.settings.method),
                             methods=[method_name(m) for m in METHODS],
                             suggestions=[f"Use {method_name(m)}" for m in METHODS if m != session.settings.method])
-    if intent.method not in METHODS:
-        return render_reply(session, "method", intent, missing=method_name(intent.method),
-                            current=method_name(session.settings.method), methods=[method_name(m) for m in METHODS],
-                            error=True)
     session.update_settings(method=intent.method)
     if session.current is None:
         return render_reply(session, "method", intent, switched=method_name(intent.method),

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..cams import METHODS, spellings
 from ..labels import normalize as normalize_label
 from .text import clean_text
 
@@ -43,21 +44,8 @@ INTENTS = (WHAT, WHY, CONFIDENCE, CLASS, REGION, TRUST, COMPARE_CLASSES, COMPARE
 #: Longest question that is parsed; the rest is ignored (a 10,000-character paste must stay fast and harmless).
 MAX_QUESTION_CHARS = 500
 
+#: Optional separators between the characters of a method's name ("Grad CAM", "x-grad-cam", "hi_res_cam").
 _SEP = r"[\s\-_]*"
-#: Method key → how people write it. Keys are explainer.cams method names.
-METHOD_PATTERNS: dict[str, str] = {
-    "gradcam++": rf"grad{_SEP}cam{_SEP}(?:\+\+|plus{_SEP}plus|pp)",
-    "xgradcam": rf"x{_SEP}grad{_SEP}cam",
-    "hirescam": rf"hi(?:gh)?{_SEP}res(?:olution)?{_SEP}cam",
-    "layercam": rf"layer{_SEP}cam",
-    "scorecam": rf"score{_SEP}cam",
-    "eigencam": rf"eigen{_SEP}cam",
-    "gradcam": rf"grad{_SEP}cam",
-}
-METHOD_NAMES = {
-    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM",
-    "layercam": "LayerCAM", "scorecam": "Score-CAM", "eigencam": "Eigen-CAM",
-}
 
 _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                  "nine": 9, "ten": 10}
@@ -109,7 +97,6 @@ class Vocab:
     """What the current conversation can refer to by name (all optional)."""
 
     labels: Sequence[str] = ()
-    methods: Sequence[str] = ()
     layers: Sequence[str] = ()
     models: Sequence[str] = ()
     colormaps: Sequence[str] = ()
@@ -252,7 +239,7 @@ def _correct(word: str) -> str:
 
 
 def _details(message: _Message, vocab: Vocab) -> dict:
-    methods = find_methods(message.raw, vocab.methods)
+    methods = find_methods(message.raw)
     return {
         "text": message.raw,
         "corrected": message.text,
@@ -265,22 +252,37 @@ def _details(message: _Message, vocab: Vocab) -> dict:
     }
 
 
-def find_methods(text: str, available: Sequence[str] = ()) -> list[str]:
-    """Method keys named in ``text``, in order of appearance (longest names win: ``grad-cam++`` is not ``grad-cam``)."""
+def find_methods(text: str) -> list[str]:
+    """Method keys named in ``text``, in order of appearance.
+
+    Every spelling a registered method declares (:func:`explainer.cams.spellings`) is looked for with separators
+    optional between its characters; where two matches overlap the longer one wins (``grad-cam++`` is not
+    ``grad-cam``, ``x-grad-cam`` is not ``grad-cam``), so the registry's order does not matter.
+    """
     lowered = text.lower()
-    found: list[tuple[int, str]] = []
-    taken: list[tuple[int, int]] = []
-    for key, pattern in METHOD_PATTERNS.items():  # ordered most specific first
-        for match in re.finditer(rf"(?<![a-z]){pattern}(?![a-z])", lowered):
-            if any(match.start() < end and start < match.end() for start, end in taken):
-                continue
-            taken.append(match.span())
-            found.append((match.start(), key))
-    keys = [key for _pos, key in sorted(found)]
-    if available:
-        known = set(available)
-        keys = [key for key in keys if key in known or key in METHOD_PATTERNS]
-    return list(dict.fromkeys(keys))
+    matches = [(match.start(), match.end(), key) for key, pattern in _method_patterns(_registry_key())
+               for match in re.finditer(pattern, lowered)]
+    matches.sort(key=lambda m: (m[0] - m[1], m[0]))  # longest first
+    taken: list[tuple[int, int, str]] = []
+    for start, end, key in matches:
+        if all(end <= s or e <= start for s, e, _k in taken):
+            taken.append((start, end, key))
+    return list(dict.fromkeys(key for _s, _e, key in sorted(taken)))
+
+
+def _registry_key() -> tuple:
+    """What the method patterns depend on (a method registered at run time changes it)."""
+    return tuple((key, spellings(cls)) for key, cls in METHODS.items())
+
+
+@functools.lru_cache(maxsize=4)
+def _method_patterns(registry: tuple) -> list[tuple[str, re.Pattern]]:
+    patterns = []
+    for key, names in registry:
+        for name in names:
+            chars = [re.escape(ch) for ch in name.lower() if ch not in " -_"]
+            patterns.append((key, re.compile(rf"(?<![a-z]){_SEP.join(chars)}(?![a-z])")))
+    return patterns
 
 
 def _mentioned_label(message: _Message, labels: Sequence[str]) -> str | None:

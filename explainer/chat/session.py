@@ -179,12 +179,12 @@ class ChatSession:
 
     def progress_note(self, text: str | None) -> str | None:
         """A line to show while a slow answer (trust check, method comparison, layers, Score-CAM) is computed."""
-        from ..cams import METHODS
         from .intents import parse
         from .text import render
 
-        note = render("progress", intent=parse(text or "").name, method=self.settings.method,
-                      n_methods=len(METHODS)).strip()
+        cls = METHODS[self.settings.method]
+        note = render("progress", intent=parse(text or "").name, method=cls.display_name, method_slow=cls.slow,
+                      slow=[m.display_name for m in METHODS.values() if m.slow], n_methods=len(METHODS)).strip()
         return note or None
 
     def respond(self, text: str | None = "", files: Sequence[Any] = ()) -> Reply:
