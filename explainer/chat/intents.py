@@ -680,3 +680,10 @@ _RULES: tuple[Rule, ...] = (
     _bare_label,
     _help_anywhere,
 )
+
+
+def __getattr__(name: str) -> object:
+    """Transitional: ``METHOD_NAMES`` for app.py until it reads display names from the method classes."""
+    if name == "METHOD_NAMES":
+        return {key: cls.display_name for key, cls in METHODS.items()}
+    raise AttributeError(name)
