@@ -8,10 +8,11 @@ names with ``/`` (``mobilenetv2_1.00_224/out_relu``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from .errors import LayerError
 
@@ -63,6 +64,47 @@ def _above_one(dim: int | None) -> bool:
 def spatial_layers(model: keras.Model) -> list[LayerPath]:
     """All layers with a spatial 4-D output, from the input to the head."""
     return [path for path in walk(model) if is_spatial(path)]
+
+
+def usable_layers(paths: Sequence[LayerPath]) -> list[LayerPath]:
+    """The spatial layers worth explaining: more than 3 channels (an RGB-sized map is the image, not a feature)."""
+    return [p for p in paths if (p.output_shape[-1] or 0) > 3]
+
+
+def depth_layers(paths: Sequence[LayerPath], n: int = 4) -> list[LayerPath]:
+    """About ``n`` of ``paths`` from input to head: the last layer of each resolution stage, thinned evenly (the last
+    layer always kept), or, when there are fewer stages than ``n``, topped up with activation outputs in between."""
+    ends: list[LayerPath] = []
+    for path in paths:
+        if ends and tuple(ends[-1].output_shape[1:3]) == tuple(path.output_shape[1:3]):
+            ends[-1] = path
+        else:
+            ends.append(path)
+    if len(ends) >= n:
+        picks = np.linspace(0, len(ends) - 1, n).round().astype(int)
+        return [ends[i] for i in dict.fromkeys(picks)]
+    others = [p for p in paths if _is_activation(p) and p not in ends]
+    if others:
+        picks = np.linspace(0, len(others) - 1, min(n - len(ends), len(others))).round().astype(int)
+        ends += [others[i] for i in dict.fromkeys(picks)]
+    order = {p.name: i for i, p in enumerate(paths)}
+    return sorted(ends, key=lambda p: order[p.name])
+
+
+def depth_layer_names(model: keras.Model, n: int = 4) -> list[str]:
+    """The layers the chat's "show layers" explains for ``model``: warm them up at start-up
+    (``explainer.warm_up(model, layer=name)``) and the first "show layers" costs no tracing (seconds each on
+    MobileNetV2)."""
+    return [p.name for p in depth_layers(usable_layers(spatial_layers(model)), n)]
+
+
+def _is_activation(path: LayerPath) -> bool:
+    """True for a layer whose output has passed a non-linearity (what the next layer sees)."""
+    layer = path.layer
+    if type(layer).__name__ in ("ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "linear") != "linear"
 
 
 def find_target_layer(model: keras.Model) -> LayerPath:

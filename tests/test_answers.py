@@ -19,16 +19,17 @@ from planted_models import LABELS, planted_squares, trained_model
 
 from explainer import LoadedModel, predict
 from explainer.cams import METHODS, BaseCAM
-from explainer.chat import ChatSession, Reply, answer_once, depth_layer_names, parse
+from explainer.chat import ChatSession, Reply, answer_once, parse
 from explainer.chat import answers as answers_module
 from explainer.chat import intents as I
 from explainer.chat import session as session_module
-from explainer.chat.answers import depth_layers, qualifier, usable_layers
+from explainer.chat.answers import qualifier
 from explainer.chat.checks import occlusion_check, out_of_distribution
 from explainer.chat.intents import Vocab
 from explainer.chat.text import escape_markdown, percent
 from explainer.demo.train import reference_statistics
 from explainer.errors import ExplainerError
+from explainer.layers import depth_layer_names, depth_layers, usable_layers
 
 HOSTILE_LABELS = ["<img src=x onerror=alert(1)>", "**bold** _it_ `code`", "a|b [link](javascript:alert(1)) $$x$$"]
 
@@ -267,11 +268,12 @@ def test_unknown_layer(chat):
 
 def test_depth_layers_pick_from_input_to_head(model, files):
     session = ChatSession(model)
-    paths = usable_layers(session)
+    paths = usable_layers(session.layer_paths())
     picked = depth_layers(paths)
     assert picked[-1].name == paths[-1].name
     session.respond("", [files["img0"]])
-    assert [row["name"] for row in session.respond("show layers").data["layers"]] == depth_layer_names(model)
+    shown = [row["name"] for row in session.respond("show layers").data["layers"]]
+    assert shown == depth_layer_names(model.keras_model)
     assert [paths.index(p) for p in picked] == sorted(paths.index(p) for p in picked)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import LoadedModel
-from .answers import EXAMPLE_QUESTIONS, depth_layer_names
+from .answers import EXAMPLE_QUESTIONS
 from .intents import INTENTS, Intent, Vocab, parse
 from .reply import Reply
 from .session import ChatSession, ImageEntry, SettingError, Settings
@@ -31,7 +31,6 @@ __all__ = [
     "Settings",
     "Vocab",
     "answer_once",
-    "depth_layer_names",
     "escape_markdown",
     "parse",
 ]

@@ -17,8 +17,7 @@ import numpy as np
 from ..cams import METHODS, method_key
 from ..errors import AmbiguousClassError, ClassError, ExplainerError, ImageError
 from ..images import display_name
-from ..layers import LayerPath
-from ..models import LoadedModel
+from ..layers import depth_layers, usable_layers
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from ..result import Explanation, Prediction
 from . import intents as I
@@ -120,7 +119,7 @@ def vocab(session: ChatSession) -> Vocab:
     """What messages may name in this conversation (cached per model)."""
     return session._model_fact(("vocab", session.model_names), lambda: Vocab(
         labels=tuple(session.model.labels),
-        layers=tuple(p.name for p in usable_layers(session)), models=session.model_names,
+        layers=tuple(p.name for p in usable_layers(session.layer_paths())), models=session.model_names,
         colormaps=tuple(COLORMAPS)))
 
 
@@ -495,49 +494,9 @@ def answer_use_method(session: ChatSession, intent: Intent) -> Reply:
     return answer_why(session, intent, header="method")
 
 
-def usable_layers(session: ChatSession) -> list[LayerPath]:
-    """Spatial layers with more than 3 channels (an RGB-sized map is the image, not a feature)."""
-    return [p for p in session.layer_paths() if (p.output_shape[-1] or 0) > 3]
-
-
-def depth_layer_names(model: LoadedModel, n: int = 4) -> list[str]:
-    """The layers "show layers" explains for ``model``: warm them up at start-up (``explainer.warm_up(model,
-    layer=name)``) and the first "show layers" costs no tracing (several seconds each on MobileNetV2)."""
-    return [p.name for p in depth_layers(usable_layers(ChatSession(model)), n)]
-
-
-def depth_layers(paths: list[LayerPath], n: int = 4) -> list[LayerPath]:
-    """About ``n`` layers from input to head: the last layer of each resolution stage, thinned evenly (the last
-    layer always kept), or, when there are fewer stages than ``n``, topped up with activation outputs in between."""
-    ends: list[LayerPath] = []
-    for path in paths:
-        if ends and tuple(ends[-1].output_shape[1:3]) == tuple(path.output_shape[1:3]):
-            ends[-1] = path
-        else:
-            ends.append(path)
-    if len(ends) >= n:
-        picks = np.linspace(0, len(ends) - 1, n).round().astype(int)
-        return [ends[i] for i in dict.fromkeys(picks)]
-    others = [p for p in paths if _is_activation(p) and p not in ends]
-    if others:
-        picks = np.linspace(0, len(others) - 1, min(n - len(ends), len(others))).round().astype(int)
-        ends += [others[i] for i in dict.fromkeys(picks)]
-    order = {p.name: i for i, p in enumerate(paths)}
-    return sorted(ends, key=lambda p: order[p.name])
-
-
-def _is_activation(path: LayerPath) -> bool:
-    """True for a layer whose output has passed a non-linearity (what the next layer sees)."""
-    layer = path.layer
-    if type(layer).__name__ in ("ReLU", "Activation", "LeakyReLU", "ELU", "PReLU", "Softmax"):
-        return True
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(activation, "__name__", "linear") != "linear"
-
-
 def answer_layers(session: ChatSession, intent: Intent) -> Reply:
     top = session.explanation()
-    paths = depth_layers(usable_layers(session))
+    paths = depth_layers(usable_layers(session.layer_paths()))
     results = [session.explanation(top.target_index, layer=p.name) for p in paths]
     rows = [{"name": p.name, "shape": f"{p.output_shape[1]}×{p.output_shape[2]}×{p.output_shape[3]}", "result": r}
             for p, r in zip(paths, results, strict=True)]
@@ -547,7 +506,8 @@ def answer_layers(session: ChatSession, intent: Intent) -> Reply:
         results[-1])
     return render_reply(
         session, "layers", intent, rows=rows, current=session.settings.layer or session.default_layer(),
-        default=session.default_layer(), top=top, method=method_name(top.method), n_layers=len(usable_layers(session)),
+        default=session.default_layer(), top=top, method=method_name(top.method),
+        n_layers=len(usable_layers(session.layer_paths())),
         images=[(side, caption(f"{method_name(top.method)} for {top.target_label} at {len(rows)} depths"))],
         suggestions=[f"Use layer {rows[0]['name']}", *suggestions_for(session, top, I.LAYERS)],
         data={"layers": [{"name": r["name"], "shape": r["shape"], "region": r["result"].region.to_dict()}
@@ -558,7 +518,7 @@ def answer_use_layer(session: ChatSession, intent: Intent) -> Reply:
     name = _chosen_layer(session, intent)
     if name is None:
         return render_reply(session, "layer_unknown", intent, asked=intent.layer,
-                            layers=[p.name for p in depth_layers(usable_layers(session), 6)], error=True,
+                            layers=[p.name for p in depth_layers(usable_layers(session.layer_paths()), 6)], error=True,
                             suggestions=["Show layers"])
     session.update_settings(layer=None if name == session.default_layer() else name)
     if session.current is None:
@@ -567,7 +527,7 @@ def answer_use_layer(session: ChatSession, intent: Intent) -> Reply:
 
 
 def _chosen_layer(session: ChatSession, intent: Intent) -> str | None:
-    layers = usable_layers(session)
+    layers = usable_layers(session.layer_paths())
     names = [p.name for p in layers]
     if intent.layer == "auto":
         return session.default_layer()

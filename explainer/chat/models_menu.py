@@ -20,6 +20,7 @@ from .. import zoo
 from ..demo import model_path
 from ..engine import warm_up
 from ..errors import ModelError
+from ..layers import depth_layer_names
 from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
 
 logger = logging.getLogger(__name__)
@@ -66,13 +67,11 @@ class ModelShelf:
         Tracing a layer takes seconds on a large model, too long for start-up but too long for a first question
         too; failures are logged, not raised.
         """
-        from .answers import depth_layer_names
-
         def run() -> None:
             for name in names:
                 try:
                     model = self.get(name)
-                    for layer in depth_layer_names(model):
+                    for layer in depth_layer_names(model.keras_model):
                         warm_up(model, layer=layer)
                 except Exception:  # a broken optional model must not take the app down
                     logger.warning("could not preload model %r", name, exc_info=True)
