@@ -1,4 +1,5 @@
-"""Command line: ``python -m explainer explain IMAGE ...`` and ``python -m explainer evaluate ...``.
+"""Command line: ``python -m explainer explain IMAGE ...``, ``python -m explainer evaluate ...`` and
+``python -m explainer audit DIR ...``.
 
 Errors are one line on stderr and a non-zero exit status: 1 when some images failed (the others are still
 explained), 2 for a bad model, option or class name.
@@ -17,6 +18,7 @@ import numpy as np
 from . import explain, load_model
 from .cams import METHODS, get_method
 from .errors import ExplainerError
+from .groundtruth import BOX_FORMATS, compare_region, draw_expected, expected_mask, parse_box
 from .images import IMAGE_SUFFIXES, load_image_with_notes
 from .labels import match_label
 from .layers import resolve_layer
@@ -43,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
     run.add_argument("--out", type=Path, help="folder for <image>_heatmap.npy and <image>_overlay.png")
     run.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    expected = run.add_mutually_exclusive_group()
+    expected.add_argument("--box", help="where the evidence should be: x,y,w,h in image pixels (adds \"expected\")")
+    expected.add_argument("--mask", type=Path, help="where the evidence should be: a mask image (white = region)")
+    run.add_argument("--box-format", choices=BOX_FORMATS, default="xywh",
+                     help="read --box as x,y,w,h (default) or as corners x1,y1,x2,y2")
     _add_evaluate(commands)
+    _add_audit(commands)
     return parser
 
 
@@ -53,6 +61,12 @@ def _add_evaluate(commands) -> None:
     except ImportError:  # the evaluate command ships with the metrics module
         return
     add_evaluate_arguments(commands.add_parser("evaluate", help="faithfulness and localization metrics"))
+
+
+def _add_audit(commands) -> None:
+    from .audit import add_audit_arguments
+
+    add_audit_arguments(commands.add_parser("audit", help="explain a whole folder and check where the evidence lies"))
 
 
 def expand(paths: list[str]) -> list[Path]:
@@ -74,6 +88,7 @@ def explain_command(args: argparse.Namespace) -> int:
         get_method(args.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         target = None if args.target is None else match_label(model.labels, args.target)
+        box = None if args.box is None else parse_box(args.box, args.box_format)
     except ExplainerError as err:
         return _fail(str(err), 2)
     if args.out:
@@ -85,21 +100,26 @@ def explain_command(args: argparse.Namespace) -> int:
             loaded = load_image_with_notes(path)
             result = explain(model, loaded.pixels, target=target, method=args.method, layer=args.layer,
                              threshold=args.threshold)
+            region = None if box is None and args.mask is None else expected_mask(loaded.pixels.shape[:2], box,
+                                                                                    args.mask)
         except ExplainerError as err:
             failures += 1
             print(f"error: {path}: {err}", file=sys.stderr)
             continue
         record = {"image": str(path), **result.to_dict(), "notes": loaded.notes}
+        if region is not None:
+            comparison = compare_region(result, mask=region)
+            record["expected"] = {key: comparison[key] for key in ("energy_inside", "hit", "iou")}
         if not args.json:  # JSON readers get the notes in the record
             for note in loaded.notes:
                 print(f"note: {path}: {note}", file=sys.stderr)
         if args.out:
-            record.update(_save(result, path, args.out, used_names))
-        print(json.dumps(record) if args.json else _summary(path, result))
+            record.update(_save(result, path, args.out, used_names, region))
+        print(json.dumps(record) if args.json else _summary(path, result, record.get("expected")))
     return 1 if failures else 0
 
 
-def _save(result, path: Path, out: Path, used: set[str]) -> dict:
+def _save(result, path: Path, out: Path, used: set[str], expected: np.ndarray | None = None) -> dict:
     stem, n = path.stem, 2
     while stem in used:
         stem, n = f"{path.stem}_{n}", n + 1
@@ -107,17 +127,22 @@ def _save(result, path: Path, out: Path, used: set[str]) -> dict:
     heatmap_file, overlay_file = out / f"{stem}_heatmap.npy", out / f"{stem}_overlay.png"
     np.save(heatmap_file, result.heatmap)
     picture = draw_region(overlay(result.image, result.heatmap), result.region)
+    if expected is not None:  # the user's region, outlined in its own colour
+        picture = draw_expected(picture, expected)
     cv2.imwrite(str(overlay_file), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return {"heatmap_file": str(heatmap_file), "overlay_file": str(overlay_file)}
 
 
-def _summary(path: Path, result) -> str:
+def _summary(path: Path, result, expected: dict | None = None) -> str:
     region = result.region
     line = (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
             f"{region.location}, box {region.bbox}, {region.coverage:.0%} of the image, {region.spread}")
     if result.head == "multilabel":  # each label is its own yes/no: say which are present
         found = ", ".join(f"{p.label} ({p.probability:.1%})" for p in result.positive) or "none"
         line += f"; present (from {result.decision_threshold:.0%}): {found}"
+    if expected is not None:
+        line += (f"; expected region: {expected['energy_inside']:.0%} of the heat inside, peak "
+                 f"{'inside' if expected['hit'] else 'outside'}, IoU {expected['iou']:.2f}")
     return line
 
 
@@ -130,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "explain":
         return explain_command(args)
+    if args.command == "audit":
+        from .audit import audit_command
+
+        return audit_command(args)
     from .evaluate import evaluate_command
 
     return evaluate_command(args)
