@@ -148,6 +148,7 @@ def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
         No such folder or no image in it; class folders the model does not know; a boxes file that is malformed or
         names images not in the folder; a masks folder holding no mask of any image.
     """
+    folder = folder.resolve()  # workers on other machines or in other folders read the same files
     found, skipped = _find_images(folder)
     layout = "classes" if any(cls is not None for _rel, cls in found) else "flat"
     notes = _skipped_note(skipped)
@@ -157,7 +158,7 @@ def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
         notes.append("Images directly in the folder (not in a class sub-folder) have no true label: their "
                      "prediction is explained.")
     boxes = read_boxes(boxes_file, {rel for rel, _cls in found}) if boxes_file else {}
-    masks = find_masks(masks_dir, [rel for rel, _cls in found]) if masks_dir else {}
+    masks = find_masks(masks_dir.resolve(), [rel for rel, _cls in found]) if masks_dir else {}
     if masks_dir and len(masks) < len(found):
         missing = next(rel for rel, _cls in found if rel not in masks)
         notes.append(f"{len(found) - len(masks)} of {len(found)} images have no mask (e.g. {missing!r}): they get no "
@@ -617,7 +618,8 @@ def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args) -> tup
         if args.engine == "ray":
             from .audit_ray import run_ray
 
-            records = run_ray(spec, plan.items, options, workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+            records = run_ray(worker_spec(spec, model), plan.items, options, workers=args.workers,
+                              cpus_per_worker=args.cpus_per_worker)
         else:
             records = run_local(model, plan.items, options)
         for record in records:
@@ -626,6 +628,13 @@ def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args) -> tup
         collector.close()
         progress.close()
     return collector, time.perf_counter() - started
+
+
+def worker_spec(spec: ModelSpec, model: LoadedModel) -> ModelSpec:
+    """``spec`` for workers elsewhere: a model file by its absolute path, the labels as read here (not a file)."""
+    path = Path(spec.spec).expanduser() if spec.spec else None
+    name = str(path.resolve()) if path is not None and path.exists() else spec.spec
+    return replace(spec, spec=name, labels=list(model.labels) if spec.labels is not None else None)
 
 
 def _context(model, plan: Plan, options: AuditOptions, args, seconds: float) -> dict:
