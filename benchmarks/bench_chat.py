@@ -75,11 +75,11 @@ def follow_up_ms(model: explainer.LoadedModel, uploads: Iterator[Path], question
     times = []
     for _ in range(repeats):
         session = why_turn(model, next(uploads), with_app=False)
-        calls = session.explain_calls
+        calls = session.state.explain_calls
         start = time.perf_counter()
         reply = session.respond(question)
         times.append((time.perf_counter() - start) * 1000)
-        assert session.explain_calls == calls, f"{question!r} recomputed the map instead of reusing it"
+        assert session.state.explain_calls == calls, f"{question!r} recomputed the map instead of reusing it"
         assert not reply.error, reply.markdown
     return statistics.median(times)
 

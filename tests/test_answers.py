@@ -19,8 +19,7 @@ from planted_models import LABELS, planted_squares, trained_model
 
 from explainer import LoadedModel, predict
 from explainer.cams import METHODS, BaseCAM
-from explainer.chat import ChatSession, Reply, answer_once, parse
-from explainer.chat import answers as answers_module
+from explainer.chat import QUESTIONS, ChatSession, Question, Reply, answer_once, parse, vocab
 from explainer.chat import intents as I
 from explainer.chat import session as session_module
 from explainer.chat.answers import qualifier
@@ -86,23 +85,23 @@ def _words(markdown: str) -> str:
 
 
 def _check_suggestions_parse(session: ChatSession, reply: Reply) -> None:
-    vocab = answers_module.vocab(session)
+    known = vocab(session.state)
     for text in reply.suggestions:
-        assert parse(text, vocab).name != I.UNKNOWN, text
+        assert parse(text, known).name != I.UNKNOWN, text
 
 
 # ----------------------------------------------------------------------------------------- each answer
 
 
 def test_upload_without_question_explains_the_top_class(chat):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("why?")
     assert reply.intent == I.WHY and not reply.error
     text = _words(reply.markdown)
     assert f"The model says **{result.target_label}** ({_words(percent(result.probability))})" in text
     assert f"covering about {_words(percent(result.region.coverage))} of the image" in text
     assert f"centred at ({result.region.centroid[0]}, {result.region.centroid[1]})" in text
-    assert reply.image is chat.overlay(result)
+    assert reply.image is chat.state.overlay(result)
     assert reply.image.shape == (80, 80, 3) and reply.image.dtype == np.uint8
     assert reply.data["explanation"]["target"]["label"] == result.target_label
     assert "planted · Grad-CAM · layer" in text  # the footer says which model answered
@@ -115,7 +114,7 @@ def test_model_is_right_on_the_samples(chat, model, samples):
 
 
 def test_what_lists_top_k_with_a_bar_chart(chat):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("what is it?")
     rows = [line for line in reply.markdown.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) == len(LABELS)  # top_k 5 but only 3 classes
@@ -126,7 +125,7 @@ def test_what_lists_top_k_with_a_bar_chart(chat):
 
 
 def test_confidence_reports_margin_qualifier_and_caveat(chat):
-    result = chat.explanation()
+    result = chat.state.explanation()
     top, runner = result.predictions[:2]
     reply = chat.respond("how confident is it?")
     text = _words(reply.markdown)
@@ -145,10 +144,10 @@ def test_qualifier(top, runner, word):
 
 
 def test_why_not_contrasts_with_the_top_class(chat):
-    top = chat.explanation()
+    top = chat.state.explanation()
     other = next(p for p in top.predictions if p.index != top.target_index)
     reply = chat.respond(f"why not {other.label}?")
-    asked = chat.explanation(other.index)
+    asked = chat.state.explanation(other.index)
     text = _words(reply.markdown)
     assert reply.intent == I.CLASS and not reply.error
     assert f"**{other.label}** gets {_words(percent(asked.probability))}" in text
@@ -159,7 +158,7 @@ def test_why_not_contrasts_with_the_top_class(chat):
 
 
 def test_runner_up_by_rank(chat):
-    top = chat.explanation()
+    top = chat.state.explanation()
     second = next(p for p in top.predictions if p.index != top.target_index)
     reply = chat.respond("why not the runner-up?")
     assert reply.intent == I.CLASS and reply.data["explanation"]["target"]["index"] == second.index
@@ -174,13 +173,13 @@ def test_relative_opacity(chat):
 
 
 def test_asking_about_the_top_class_explains_it(chat):
-    top = chat.explanation()
+    top = chat.state.explanation()
     reply = chat.respond(f"what about {top.target_label}?")
     assert "already the top prediction" in reply.markdown
 
 
 def test_region_reports_box_and_pictures(chat):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("show the region")
     x, y, w, h = result.region.bbox
     assert f"{x}, {y}, {w} × {h} px" in _words(reply.markdown)
@@ -190,7 +189,7 @@ def test_region_reports_box_and_pictures(chat):
 
 
 def test_trust_check_finds_the_evidence_on_the_square(chat, model):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("does it hold up?")
     check = reply.data["occlusion"]
     assert check["drop"] > check["random_drop"]  # hiding the square hurts more than hiding a random box
@@ -251,14 +250,14 @@ def test_a_new_method_is_understood_without_chat_edits(chat, monkeypatch):
 def test_layers_side_by_side_and_switching(chat, model):
     reply = chat.respond("show layers")
     assert len(reply.data["layers"]) >= 2
-    assert reply.data["current"] == chat.default_layer()
+    assert reply.data["current"] == chat.state.default_layer()
     first = reply.data["layers"][0]["name"]
     switched = chat.respond(f"use layer {first}")
     assert chat.settings.layer == first and switched.data["explanation"]["layer"] == first
     deeper = chat.respond("deeper layer")
     assert deeper.data["explanation"]["layer"] != first
     back = chat.respond("use the default layer")
-    assert chat.settings.layer is None and back.data["explanation"]["layer"] == chat.default_layer()
+    assert chat.settings.layer is None and back.data["explanation"]["layer"] == chat.state.default_layer()
 
 
 def test_unknown_layer(chat):
@@ -268,7 +267,7 @@ def test_unknown_layer(chat):
 
 def test_depth_layers_pick_from_input_to_head(model, files):
     session = ChatSession(model)
-    paths = usable_layers(session.layer_paths())
+    paths = usable_layers(session.state.layer_paths())
     picked = depth_layers(paths)
     assert picked[-1].name == paths[-1].name
     session.respond("", [files["img0"]])
@@ -278,7 +277,7 @@ def test_depth_layers_pick_from_input_to_head(model, files):
 
 
 def test_teaching_uses_this_images_numbers(chat):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("what is grad-cam?")
     text = _words(reply.markdown)
     best = int(np.argmax(result.channel_weights))
@@ -301,7 +300,7 @@ def test_help_and_unknown_list_examples(chat):
 
 def test_settings_change_the_pictures_without_new_maps(chat):
     chat.respond("why?")
-    before_calls = chat.explain_calls
+    before_calls = chat.state.explain_calls
     faint = chat.respond("opacity 10%").image
     strong = chat.respond("set opacity to 90%").image
     assert chat.settings.opacity == pytest.approx(0.9)
@@ -311,7 +310,7 @@ def test_settings_change_the_pictures_without_new_maps(chat):
     wide = chat.respond("threshold 20%")
     tight = chat.respond("threshold 80%")
     assert wide.data["explanation"]["region"]["coverage"] > tight.data["explanation"]["region"]["coverage"]
-    assert chat.explain_calls == before_calls  # a new threshold re-localizes the cached map
+    assert chat.state.explain_calls == before_calls  # a new threshold re-localizes the cached map
 
 
 def test_bad_setting_value(chat):
@@ -333,12 +332,12 @@ def test_no_reference_means_no_warning(model):
     plain = _variant(model, reference=None)
     reply = ChatSession(plain).respond("how confident?", [np.full((60, 60, 3), 255, np.uint8)])
     assert reply.data["ood"] is None and "looks unlike" not in reply.markdown
-    assert out_of_distribution(plain, ChatSession(plain).explanation(entry=_entry_of(plain))) is None
+    assert out_of_distribution(plain, ChatSession(plain).state.explanation(entry=_entry_of(plain))) is None
 
 
 def _entry_of(model):
     session = ChatSession(model)
-    return session.add_image(np.zeros((40, 40, 3), np.uint8))
+    return session.state.add_image(np.zeros((40, 40, 3), np.uint8))
 
 
 # --------------------------------------------------------------------------------------------- flows
@@ -385,12 +384,12 @@ def test_follow_up_reuses_the_cached_map(chat, monkeypatch):
     calls = []
     real = session_module.explain
     monkeypatch.setattr(session_module, "explain", lambda *a, **k: calls.append(k) or real(*a, **k))
-    first = chat.explanation()
+    first = chat.state.explanation()
     for question in ("why?", "how confident?", "show the region", "what is it?", "what is grad-cam?",
                      "why?", "opacity 30%", "threshold 0.4"):
         assert not chat.respond(question).error
     assert calls == []  # everything above came from the cache
-    assert chat.explanation() is not first or chat.settings.threshold == first.region.threshold
+    assert chat.state.explanation() is not first or chat.settings.threshold == first.region.threshold
     chat.respond("why not green?" if first.target_label != "green" else "why not red?")
     assert len(calls) == 1  # only the new class needed a map
     chat.respond("compare the top 3")
@@ -398,9 +397,9 @@ def test_follow_up_reuses_the_cached_map(chat, monkeypatch):
 
 
 def test_cached_objects_are_reused(chat):
-    a = chat.explanation()
-    assert chat.explanation() is a
-    assert chat.overlay(a) is chat.overlay(a)
+    a = chat.state.explanation()
+    assert chat.state.explanation() is a
+    assert chat.state.overlay(a) is chat.state.overlay(a)
 
 
 def test_ambiguous_class_asks_which(model, files):
@@ -481,7 +480,7 @@ def test_unexpected_exception_becomes_an_apology(chat, monkeypatch, caplog):
     def broken(session, intent):
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(answers_module.ANSWERS, I.WHY, broken)
+    monkeypatch.setitem(QUESTIONS, I.WHY, Question(I.WHY, broken, needs_image=True))
     with caplog.at_level(logging.ERROR):
         reply = chat.respond("why?")
     assert reply.intent == "apology" and reply.error and "Sorry" in reply.markdown
@@ -495,7 +494,7 @@ def test_explainer_errors_become_friendly_replies(chat, monkeypatch):
         raise ExplainerError("The model <refused> this.")
 
     monkeypatch.setattr(session_module, "explain", failing)
-    reply = chat.respond("why not green?" if chat.explanation().target_label != "green" else "why not red?")
+    reply = chat.respond("why not green?" if chat.state.explanation().target_label != "green" else "why not red?")
     assert reply.error and reply.intent == "error" and "&lt;refused&gt;" in reply.markdown
 
 
@@ -532,7 +531,7 @@ def test_trust_pictures_show_what_the_model_saw(chat, model):
 
 
 def test_set_model_from_the_app(chat, model):
-    chat.update_settings(layer=chat.default_layer())
+    chat.update_settings(layer=chat.state.default_layer())
     other = _variant(model, name="other")
     chat.set_model(other)
     assert chat.settings.layer is None
@@ -553,7 +552,7 @@ def test_deepcopy_shares_the_model_only(chat):
     twin = copy.deepcopy(chat)
     assert twin.model is chat.model
     twin.respond("opacity 20%")
-    twin.add_image(np.zeros((30, 30, 3), np.uint8))
+    twin.state.add_image(np.zeros((30, 30, 3), np.uint8))
     assert chat.settings.opacity == pytest.approx(0.45) and len(chat.images) == 1
 
 
@@ -570,7 +569,7 @@ def test_answer_once(model, files, samples):
 
 def test_large_upload_is_shrunk_once(model):
     session = ChatSession(model)
-    entry = session.add_image(np.zeros((3000, 1500, 3), np.uint8))
+    entry = session.state.add_image(np.zeros((3000, 1500, 3), np.uint8))
     assert max(entry.size) == session_module.MAX_SIDE and entry.original_size == (1500, 3000)
 
 
@@ -589,9 +588,9 @@ def test_escape_markdown():
 
 
 def test_vocab_is_built_from_the_model(chat):
-    vocab = answers_module.vocab(chat)
-    assert isinstance(vocab, Vocab) and tuple(vocab.labels) == tuple(LABELS)
-    assert chat.default_layer() in vocab.layers
+    known = vocab(chat.state)
+    assert isinstance(known, Vocab) and tuple(known.labels) == tuple(LABELS)
+    assert chat.state.default_layer() in known.layers
 
 
 def test_slow_answers_announce_progress():
@@ -609,9 +608,8 @@ def test_slow_answers_announce_progress():
 def test_model_facts_are_shared_by_every_conversation():
     """A new visitor does not walk the model's layers again: vocabularies and layer lists live on the model."""
     from explainer import load_model
-    from explainer.chat.answers import vocab
 
     model = load_model("shapes")
     first, second = ChatSession(model), ChatSession(model)
-    assert vocab(first) is vocab(second)
-    assert first.layer_paths() is second.layer_paths()
+    assert vocab(first.state) is vocab(second.state)
+    assert first.state.layer_paths() is second.state.layer_paths()

@@ -100,7 +100,7 @@ def test_fixture_model_spans_the_thresholds(truth):
 
 
 def test_the_chat_reads_the_head_and_the_models_own_probabilities(chat, truth):
-    result = chat.explanation()
+    result = chat.state.explanation()
     assert result.head == "multilabel" and result.decision_threshold == 0.5
     np.testing.assert_allclose(result.probabilities, truth, atol=1e-5)
 
@@ -146,14 +146,14 @@ def test_why_shows_one_map_per_positive_finding(chat, truth):
     assert [e["target"]["label"] for e in reply.data["explanations"]] == expected
     text = _words(reply.markdown)
     for label, shown in zip(expected, reply.data["explanations"], strict=True):
-        result = chat.explanation(label)
+        result = chat.state.explanation(label)
         assert shown["region"] == result.region.to_dict()
         line = next(row for row in text.splitlines() if row.startswith(f"- **{label}**"))
         assert _pct(result.probability) in line
         if result.region.coverage > 0:  # its region in words
             assert _pct(result.region.coverage) in line
     for (picture, caption), label in zip(reply.images, expected, strict=True):
-        assert label in caption and picture is chat.overlay(chat.explanation(label))
+        assert label in caption and picture is chat.state.overlay(chat.state.explanation(label))
 
 
 def test_why_respects_top_k(chat, truth):
@@ -210,9 +210,9 @@ def test_why_not_uses_the_findings_own_probability_and_map(chat, truth):
     p = float(truth[FINDINGS.index(label)])
     reply = chat.respond(f"why not {label}?")
     assert reply.intent == I.CLASS and not reply.error
-    result = chat.explanation(label)
+    result = chat.state.explanation(label)
     assert reply.data["explanation"]["target"]["label"] == label
-    assert len(reply.images) == 1 and reply.images[0][0] is chat.overlay(result)
+    assert len(reply.images) == 1 and reply.images[0][0] is chat.state.overlay(result)
     text = _words(reply.markdown)
     assert _pct(p) in text and _words(points(0.5 - p)) in text and "not report" in text
     assert "less likely" not in text and "top class" not in text  # no comparison with a winner
@@ -228,7 +228,7 @@ def test_why_not_a_positive_finding_says_it_is_reported(chat, truth):
 
 
 def test_trust_check_reports_the_targets_own_probability(chat, model, keras_model):
-    result = chat.explanation()
+    result = chat.state.explanation()
     reply = chat.respond("does it hold up?")
     check = reply.data["occlusion"]
     assert check["original"] == pytest.approx(result.probability, abs=1e-5)
@@ -330,7 +330,7 @@ def test_empty_map_is_said_next_to_the_classification(image):
     model = explainer.load_model(multilabel_cnn(negative_top=True), labels=FINDINGS, preprocess="unit")
     session = ChatSession(model)
     session.respond("", [image])
-    result = session.explanation()
+    result = session.state.explanation()
     assert result.target_label == FINDINGS[0] and result.region.coverage == 0 and result.heatmap.max() == 0
     reply = session.respond("what is it?")
     assert reply.data["empty_map"] is True
@@ -350,14 +350,14 @@ def test_real_map_is_not_called_empty(chat):
 def test_notes_of_the_image_loader_open_the_answer(model, image, monkeypatch):
     """Whatever the question, notes the loader made about a new upload are shown once, with its number."""
     session = ChatSession(model)
-    plain_add = session.add_image
+    plain_add = session.state.add_image
 
     def add_with_notes(source):
         entry = plain_add(source)
         entry.notes = ["This DICOM file has 12 frames; the first is explained."]
         return entry
 
-    monkeypatch.setattr(session, "add_image", add_with_notes)
+    monkeypatch.setattr(session.state, "add_image", add_with_notes)
     reply = session.respond("how sure?", [image])
     text = _words(reply.markdown)
     assert text.startswith("_Image 1: This DICOM file has 12 frames; the first is explained._")
@@ -373,7 +373,7 @@ def test_softmax_model_keeps_its_answers(image):
     softmax = explainer.load_model(gap_cnn(), labels=["a", "b", "c", "d"], preprocess="unit")
     session = ChatSession(softmax)
     session.respond("", [image])
-    result = session.explanation()
+    result = session.state.explanation()
     assert result.head == "softmax" and result.positive == []
     what = session.respond("what is it?")
     assert "positive" not in what.data and "The top prediction is" in _words(what.markdown)

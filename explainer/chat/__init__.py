@@ -6,61 +6,63 @@
 >>> reply = chat.respond("why?", ["circle.png"])
 >>> reply.markdown, reply.images[0][1], reply.suggestions
 
+The package in layers, each importing only the ones below it:
+
+* :mod:`~explainer.chat.bot` — :class:`ChatSession`, the conversation: turns, model switches, errors as replies;
+* :mod:`~explainer.chat.questions` — the registry of questions: rules, answers, which need an image;
+* :mod:`~explainer.chat.answers` — one function per question: the state and the intent in, a :class:`Reply` out;
+* :mod:`~explainer.chat.intents` (reading messages), :mod:`~explainer.chat.session` (state only: settings,
+  images, caches), :mod:`~explainer.chat.checks` (measurements), :mod:`~explainer.chat.text` (templates),
+  :mod:`~explainer.chat.models_menu` (which models a visitor can use).
+
 :func:`answer_once` answers one question about one image without keeping a conversation (the API endpoint).
+Everything the app needs is importable from here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..models import LoadedModel
 from .answers import EXAMPLE_QUESTIONS
-from .intents import INTENTS, Intent, Vocab, parse
+from .bot import ChatSession, answer_once, vocab
+from .intents import Intent, Vocab
+from .models_menu import (
+    DEMO_MODEL_NAMES,
+    EXAMPLES_DIR,
+    ModelMenu,
+    ModelShelf,
+    UploadRegistry,
+    builtin_choices,
+    load_default,
+)
+from .questions import INTENTS, QUESTIONS, RULES, Question, parse
 from .reply import Reply
-from .session import ChatSession, ImageEntry, SettingError, Settings
-from .text import escape_markdown
+from .session import MAX_TOP_K, ImageEntry, SessionState, SettingError, Settings
+from .text import escape_markdown, render
 
 __all__ = [
+    "DEMO_MODEL_NAMES",
+    "EXAMPLES_DIR",
     "EXAMPLE_QUESTIONS",
     "INTENTS",
+    "MAX_TOP_K",
+    "QUESTIONS",
+    "RULES",
     "ChatSession",
     "ImageEntry",
     "Intent",
+    "ModelMenu",
+    "ModelShelf",
+    "Question",
     "Reply",
+    "SessionState",
     "SettingError",
     "Settings",
+    "UploadRegistry",
     "Vocab",
     "answer_once",
+    "builtin_choices",
     "escape_markdown",
+    "load_default",
     "parse",
+    "render",
+    "vocab",
 ]
-
-
-def answer_once(model: LoadedModel, image: Any, question: str = "", **settings: Any) -> Reply:
-    """Answer ``question`` about ``image`` with ``model`` in a fresh, throw-away conversation.
-
-    Parameters
-    ----------
-    model : LoadedModel
-        The model to ask.
-    image : path, PIL image or array
-        The image (``None`` gives the "please upload an image" reply).
-    question : str
-        Any question the chat understands; empty means "why?" (top-class explanation with overlay).
-    **settings :
-        Initial :class:`Settings` fields (``method``, ``layer``, ``opacity``, ``colormap``, ``threshold``,
-        ``top_k``); an invalid value gives an error reply.
-
-    Returns
-    -------
-    Reply
-        ``reply.image`` is the main picture (the overlay for "why?"), ``reply.data`` the JSON facts.
-    """
-    session = ChatSession(model)
-    if settings:
-        try:
-            session.update_settings(**settings)
-        except (SettingError, TypeError) as err:
-            return Reply(escape_markdown(str(err)), data={"intent": "error", "error": str(err)}, intent="error",
-                         error=True)
-    return session.respond(question or "", [] if image is None else [image])

@@ -1,9 +1,13 @@
 """Rule-based understanding of a chat message: which answer is wanted, about which class, method, layer or image.
 
 No language model and no network: the message is normalised, misspelt keywords are corrected against a small
-vocabulary (``confidnt`` → ``confident``), and ordered rules of regular expressions pick the intent. Class names
-are found in the original words (never "corrected"), so a label the vocabulary does not know survives intact and
-is resolved later with :func:`explainer.labels.match_label`.
+vocabulary (``confidnt`` → ``confident``), the details any message may carry are collected (a class, methods, an
+image reference, a model, a count), and rules of regular expressions pick the intent. Class names are found in the
+original words (never "corrected"), so a label the vocabulary does not know survives intact and is resolved later
+with :func:`explainer.labels.match_label`.
+
+This module holds the rules; which intent each rule stands for, in which order they are tried, and which answer
+each intent gets, is registered in one place: :mod:`explainer.chat.questions`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from ..cams import METHODS, spellings
 from ..labels import normalize as normalize_label
 from .text import clean_text
 
-# Intent names: one answer function (explainer.chat.answers) each.
+# Intent names (the registry in explainer/chat/questions.py gives each its rules and its answer).
 WHAT = "what"
 WHY = "why"
 CONFIDENCE = "confidence"
@@ -37,9 +41,6 @@ SETTING = "setting"
 IMAGE = "image"
 GREETING = "greeting"
 UNKNOWN = "unknown"
-
-INTENTS = (WHAT, WHY, CONFIDENCE, CLASS, REGION, TRUST, COMPARE_CLASSES, COMPARE_METHODS, USE_METHOD, LAYERS,
-           USE_LAYER, TEACH, HELP, MODEL, SETTING, IMAGE, GREETING, UNKNOWN)
 
 #: Longest question that is parsed; the rest is ignored (a 10,000-character paste must stay fast and harmless).
 MAX_QUESTION_CHARS = 500
@@ -109,7 +110,7 @@ class Intent:
     Attributes
     ----------
     name : str
-        One of :data:`INTENTS`.
+        One of :data:`explainer.chat.INTENTS`.
     text : str
         The question as typed, cleaned to one line and cut to :data:`MAX_QUESTION_CHARS`.
     target : str or None
@@ -151,7 +152,7 @@ class Intent:
 
 
 @dataclass
-class _Message:
+class Message:
     """A message in two parallel forms: original words (for class names) and corrected words (for rules)."""
 
     raw: str  # cleaned, original case
@@ -169,15 +170,22 @@ class _Message:
         return " ".join(self.words[first : last + 1])
 
 
-def parse(text: str, vocab: Vocab | None = None) -> Intent:
-    """Read one chat message.
+#: ``rule(message, vocab, details) -> fields or None``: see the rules section below.
+Rule = Callable[[Message, Vocab, dict], "dict | None"]
+
+
+def interpret(text: str, vocab: Vocab | None, rules: Sequence[tuple[str, Rule]]) -> Intent:
+    """Read one chat message with ``rules`` (``(intent name, rule)`` pairs, tried in order: the first match wins).
+
+    :func:`explainer.chat.parse` calls this with the chat's registry of questions.
 
     Parameters
     ----------
     text : str
         The user's message (any length; only the first :data:`MAX_QUESTION_CHARS` characters are read).
     vocab : Vocab, optional
-        Labels, methods, layers, models and colormaps the message may name.
+        Labels, layers, models and colormaps the message may name.
+    rules : sequence of (str, Rule)
 
     Returns
     -------
@@ -189,10 +197,9 @@ def parse(text: str, vocab: Vocab | None = None) -> Intent:
     if not message.words:
         return Intent(HELP if message.raw.strip(" ?") == "" and "?" in message.raw else UNKNOWN, text=message.raw)
     details = _details(message, vocab)
-    for rule in _RULES:
-        found = rule(message, vocab, details)
-        if found is not None:
-            name, extra = found
+    for name, rule in rules:
+        extra = rule(message, vocab, details)
+        if extra is not None:
             return Intent(name, **{**details, **extra})
     return Intent(UNKNOWN, **details)
 
@@ -200,14 +207,14 @@ def parse(text: str, vocab: Vocab | None = None) -> Intent:
 # ----------------------------------------------------------------------------- normalising
 
 
-def _read(text: str, vocab: Vocab) -> _Message:
+def _read(text: str, vocab: Vocab) -> Message:
     raw = clean_text(text or "", MAX_QUESTION_CHARS).replace("’", "'").replace("‘", "'")
     lowered = raw.lower().replace("“", '"').replace("”", '"')
     words = [w.strip(".'\"-:;,!") for w in re.findall(r"[\w+/.'\-:]+|\?", lowered)]
     words = [w for w in words if w and w != "?"]
     protected = _label_words(tuple(vocab.labels))
     fixed = [word if word in protected else _correct(word) for word in words]
-    return _Message(raw, words, fixed)
+    return Message(raw, words, fixed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -238,7 +245,7 @@ def _correct(word: str) -> str:
 # ----------------------------------------------------------------------------- details found in any message
 
 
-def _details(message: _Message, vocab: Vocab) -> dict:
+def _details(message: Message, vocab: Vocab) -> dict:
     methods = find_methods(message.raw)
     return {
         "text": message.raw,
@@ -285,7 +292,7 @@ def _method_patterns(registry: tuple) -> list[tuple[str, re.Pattern]]:
     return patterns
 
 
-def _mentioned_label(message: _Message, labels: Sequence[str]) -> str | None:
+def _mentioned_label(message: Message, labels: Sequence[str]) -> str | None:
     """A label named word for word in the message (longest first), unless its words are all our own keywords."""
     if not labels:
         return None
@@ -315,7 +322,7 @@ def _image_ref(text: str) -> str | None:
     return "previous" if previous else None
 
 
-def _model_name(message: _Message, models: Sequence[str]) -> str | None:
+def _model_name(message: Message, models: Sequence[str]) -> str | None:
     """The model whose name (or a distinctive part of it) appears; the shortest name wins ties."""
     words = set(message.words)
     best, best_score = None, 0.0
@@ -340,53 +347,58 @@ def _count(text: str) -> int | None:
     return None
 
 
-# ----------------------------------------------------------------------------- rules, tried in order
-
-Rule = Callable[[_Message, Vocab, dict], "tuple[str, dict] | None"]
+# ----------------------------------------------------------------------------- rules
+# A rule reads a message and returns the intent's fields (a dict, possibly empty) when the message is its kind of
+# question, else None. Which intent a rule stands for, and in which order rules are tried, is registered in
+# explainer/chat/questions.py.
 
 
 def _has(text: str, pattern: str) -> bool:
     return re.search(pattern, text) is not None
 
 
-def _greeting(message: _Message, _vocab: Vocab, _details: dict):
+def greeting(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Short small talk: "hi", "thanks", "cool"."""
     if len(message.words) <= 4 and _has(message.text, r"^(?:hi|hello|hey|hallo|yo|thanks|thank you|thx|cheers|"
                                                       r"good (?:morning|afternoon|evening)|great|nice|cool|ok|okay)\b"):
-        return GREETING, {}
+        return {}
     return None
 
 
-def _help(message: _Message, _vocab: Vocab, _details: dict):
+def help_request(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """A plain request for help: "help", "what can I ask?"."""
     if _has(message.text, r"^(?:help|menu|commands|options|usage|examples?|\?+)$|\bwhat (?:can|should|could) "
                           r"(?:you|i) (?:do|ask|say)\b|\bhow (?:do|can|should) i (?:use|start|talk)\b"
                           r"|\bwhat do you (?:do|know)\b|\bwhat questions\b|\bhelp me\b$"):
-        return HELP, {}
+        return {}
     return None
 
 
-def _help_anywhere(message: _Message, _vocab: Vocab, _details: dict):
-    return (HELP, {}) if _has(message.text, r"\bhelp\b|\bhow to\b|\bexamples?\b") else None
+def help_anywhere(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """"help" or "how to" anywhere in a message nothing else understood."""
+    return {} if _has(message.text, r"\bhelp\b|\bhow to\b|\bexamples?\b") else None
 
 
-def _setting(message: _Message, vocab: Vocab, _details: dict):
+def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
+    """A setting and its value: opacity (absolute or "more transparent"), threshold, top-k, colormap."""
     text = message.text
     value = r"(\d+(?:\.\d+)?)\s*(%|percent)?"
     if match := re.search(rf"\b(?:opacity|transparency|alpha|overlay strength|blend)\b\D*?{value}", text):
-        return SETTING, {"setting": "opacity", "value": _fraction(match.group(1), match.group(2))}
+        return {"setting": "opacity", "value": _fraction(match.group(1), match.group(2))}
     if _has(text, r"\b(?:more transparent|less opaque|fainter|lighter|weaker|subtler)\b"):
-        return SETTING, {"setting": "opacity", "value": "-0.15"}
+        return {"setting": "opacity", "value": "-0.15"}
     if _has(text, r"\b(?:more opaque|less transparent|stronger|darker|bolder)\b"):
-        return SETTING, {"setting": "opacity", "value": "+0.15"}
+        return {"setting": "opacity", "value": "+0.15"}
     if match := re.search(rf"\bthreshold\b\D*?{value}", text):
-        return SETTING, {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
+        return {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
     if match := re.search(r"\btop[\s\-]?k\b\D*?(\d{1,2})", text):
-        return SETTING, {"setting": "top_k", "value": int(match.group(1))}
+        return {"setting": "top_k", "value": int(match.group(1))}
     maps = [name for name in vocab.colormaps if re.search(rf"\b{re.escape(name.lower())}\b", text)]
     if maps and (_has(text, r"\b(?:colou?r|colormap|cmap|palette|map|use|switch|set|change|try)\b")
                  or len(message.words) <= 2):
-        return SETTING, {"setting": "colormap", "value": maps[0]}
+        return {"setting": "colormap", "value": maps[0]}
     if _has(text, r"\b(?:colou?r ?map|cmap|palette)\b"):
-        return SETTING, {"setting": "colormap", "value": None}
+        return {"setting": "colormap", "value": None}
     return None
 
 
@@ -395,21 +407,23 @@ def _fraction(number: str, percent: str | None) -> float:
     return value / 100.0 if percent or value > 1 else value
 
 
-def _model(message: _Message, _vocab: Vocab, details: dict):
+def model(message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """About the model, or a request to use another one."""
     text = message.text
     named = details["model"]
     if named and _has(text, r"\b(?:model|network|classifier|net|switch|use|load|try|change)\b"):
-        return MODEL, {}
+        return {}
     if _has(text, r"\b(?:which|what) (?:model|network|classifier|net)\b|\babout (?:the|this|your) "
                   r"(?:model|network|classifier)\b|\b(?:who|which model) (?:answered|is answering)\b"
                   r"|\b(?:list|available|other|switch|change) (?:the )?models?\b"
                   r"|\b(?:switch|change|use|load|try) (?:to )?(?:the |a |an |another |other )?(?:\w+ )?"
                   r"(?:model|network|classifier)\b"):
-        return MODEL, {}
+        return {}
     return None
 
 
-def _teach(message: _Message, _vocab: Vocab, _details: dict):
+def teach(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """How the method works ("what is Grad-CAM?", "what does the red mean")."""
     text = message.text
     topic = r"(?:grad[\s\-]?cam\S*|\S+[\s\-]?cam\S*|cam|class activation maps?|heat ?maps?|saliency(?: maps?)?|" \
             r"the method|this method|(?:the )?colou?rs?|the overlay|the red|the maps?)"
@@ -422,42 +436,53 @@ def _teach(message: _Message, _vocab: Vocab, _details: dict):
               r"built|created|generated)|\bhow do you (?:compute|make|calculate)\b|\b(?:teach|tutorial|"
               r"theory|under the hood|behind the scenes)\b|\bchannel weights?\b"
     ):
-        return TEACH, {}
+        return {}
     return None
 
 
-def _compare_methods(message: _Message, _vocab: Vocab, details: dict):
+def compare_methods(message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """Two or more methods named, or methods in the plural."""
     text = message.text
     if len(details["methods"]) >= 2 or _has(
         text, r"\bmethods\b|\b(?:other|different|all|several|each|every|another) (?:\w+ )?methods?\b"
               r"|\bcompare (?:the )?(?:methods?|techniques|algorithms|cams)\b|\bcams\b"
     ):
-        return COMPARE_METHODS, {}
+        return {}
     return None
 
 
-def _use_method(message: _Message, _vocab: Vocab, details: dict):
+def use_method(message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """One method named (use it), or the word "method" (which one is in use)."""
     if details["method"]:
-        return USE_METHOD, {}
+        return {}
     if _has(message.text, r"\b(?:use|switch to|try|change to) (?:the )?default method\b|\bmethod\b"):
-        return USE_METHOD, {"method": None}
+        return {"method": None}
     return None
 
 
-def _layers(message: _Message, vocab: Vocab, _details: dict):
+_LAYER_WORDS = r"\blayers?\b|\bdepths?\b|\bfeature maps?\b|\bdeeper\b|\bshallower\b"
+
+
+def use_layer(message: Message, vocab: Vocab, _details: dict) -> dict | None:
+    """A layer by name or number, one step deeper or earlier, or back to the default layer."""
     text = message.text
     named = _layer_name(message.raw, vocab.layers)
     if named:
-        return USE_LAYER, {"layer": named}
-    if not _has(text, r"\blayers?\b|\bdepths?\b|\bfeature maps?\b|\bdeeper\b|\bshallower\b"):
+        return {"layer": named}
+    if not _has(text, _LAYER_WORDS):
         return None
     if _has(text, r"\b(?:deeper|later|next|higher)\b"):
-        return USE_LAYER, {"layer_step": 1}
+        return {"layer_step": 1}
     if _has(text, r"\b(?:earlier|shallower|previous|lower|prior|before)\b"):
-        return USE_LAYER, {"layer_step": -1}
+        return {"layer_step": -1}
     if _has(text, r"\b(?:default|last|final|automatic|auto|usual|original) layer\b|\breset (?:the )?layer\b"):
-        return USE_LAYER, {"layer": "auto"}
-    return LAYERS, {}
+        return {"layer": "auto"}
+    return None
+
+
+def layers(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Layers in general ("which layer?", "show layers")."""
+    return {} if _has(message.text, _LAYER_WORDS) else None
 
 
 def _layer_name(raw: str, layers: Sequence[str]) -> str | None:
@@ -487,7 +512,8 @@ def _layer_name(raw: str, layers: Sequence[str]) -> str | None:
     return None
 
 
-def _trust(message: _Message, _vocab: Vocab, _details: dict):
+def trust(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Does the map hold up: trust, sanity checks, hiding the highlighted part."""
     if _has(message.text, r"\b(?:trust|trustworthy|trusted|reliable|reliability|robust|faithful|faithfulness|sanity|"
                           r"verify|validate|believable|believe|legit|prove|proof|cheat|cheating|fooled|fool|"
                           r"occlude|occlusion|deletion|insertion)\b|\bhold(?:s)? up\b|\bdouble[\s\-]?check\b"
@@ -499,7 +525,7 @@ def _trust(message: _Message, _vocab: Vocab, _details: dict):
                           r"spot|object|evidence)\b"
                           r"|\b(?:remove|hide|cover|erase) (?:the |that |this )?(?:object|thing)\b"
                           r"|\b(?:is|does) (?:the|this) (?:map|heatmap|explanation) (?:right|correct|accurate)\b"):
-        return TRUST, {}
+        return {}
     return None
 
 
@@ -509,38 +535,46 @@ _RANK = (r"(?:(?P<rank>second|third|fourth|fifth|2nd|3rd|4th|5th)(?: best| most 
 _RANKS = {"second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5, "5th": 5}
 
 
-def _compare_classes(message: _Message, _vocab: Vocab, details: dict):
+def class_by_rank(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """A class by its rank, to see on its own: "why not the runner-up?", "explain the third guess"."""
     text = message.text
     rank = re.search(rf"\b{_RANK}\b", text)
     comparing = _has(text, r"\b(?:compare|comparison|versus|vs|side by side|against|both|top)\b")
     if rank and not comparing and _has(text, r"\b(?:why not|what about|how about|explain|show|map|heatmap|where|"
                                              r"evidence|look)\b"):
-        number = _RANKS.get(rank.group("rank") or "", 2)
-        return CLASS, {"target": f"@{number}", "explicit_target": True}
-    if rank:
-        return COMPARE_CLASSES, {"count": details["count"] or _RANKS.get(rank.group("rank") or "", 2)}
+        return {"target": f"@{_RANKS.get(rank.group('rank') or '', 2)}", "explicit_target": True}
+    return None
+
+
+def compare_classes(message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """Several classes side by side: "compare with the second guess", "top 3 maps", "what else could it be?"."""
+    text = message.text
+    if rank := re.search(rf"\b{_RANK}\b", text):
+        return {"count": details["count"] or _RANKS.get(rank.group("rank") or "", 2)}
     if _has(text, r"\bcompare (?:the )?(?:top|classes|predictions|guesses|candidates)\b|\btop[\s\-]?(?:\d+|"
                   + "|".join(_NUMBER_WORDS) + r") (?:maps|heat ?maps|overlays|explanations|side by side)\b"
                   r"|\bother (?:guesses|classes|candidates|predictions|options)\b|\balternatives?\b|\bside by side\b"
                   r"|\b(?:maps|heatmaps|overlays) (?:for|of) (?:the )?top\b|\bwhat else\b|\bsomething else\b"
                   r"|\bcompare the top\b"):
-        return COMPARE_CLASSES, {"count": details["count"] or 3}
+        return {"count": details["count"] or 3}
     return None
 
 
-def _confidence(message: _Message, _vocab: Vocab, _details: dict):
+def confidence(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """How sure the model is."""
     if _has(message.text, r"\b(?:confident|confidence|sure|certain|certainty|probability|probabilities|likely|"
                           r"percent|percentage|chance|chances|odds|doubt|calibrated|uncertain|uncertainty|score|"
                           r"scores)\b|\bhow (?:much|strongly)\b|\bout of distribution\b"):
-        return CONFIDENCE, {}
+        return {}
     return None
 
 
-def _region(message: _Message, _vocab: Vocab, _details: dict):
+def region(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """The region itself: box, outline, crop, coordinates."""
     if _has(message.text, r"\b(?:segment|segmentation|segmented|box|boxes|bounding|outline|contour|crop|cropped|"
                           r"zoom|region|mask|localize|localise|localization|localisation|coordinates|pixels|"
                           r"draw|area)\b|\bcut (?:it )?out\b|\bwhere exactly\b"):
-        return REGION, {}
+        return {}
     return None
 
 
@@ -562,15 +596,17 @@ _CLASS_PATTERNS_WEAK = (
 )
 
 
-def _class_strong(message: _Message, vocab: Vocab, details: dict):
+def class_strong(message: Message, vocab: Vocab, details: dict) -> dict | None:
+    """A class question in a form that names a class whatever follows: "why not X", "what about X"."""
     return _class(message, vocab, details, _CLASS_PATTERNS_STRONG, strong=True)
 
 
-def _class_weak(message: _Message, vocab: Vocab, details: dict):
+def class_weak(message: Message, vocab: Vocab, details: dict) -> dict | None:
+    """"explain X", "is it X", "where is X": a class question only when X looks like one of the labels."""
     return _class(message, vocab, details, _CLASS_PATTERNS_WEAK, strong=False)
 
 
-def _class(message: _Message, vocab: Vocab, details: dict, patterns: tuple[str, ...], strong: bool):
+def _class(message: Message, vocab: Vocab, details: dict, patterns: tuple[str, ...], strong: bool):
     """A class question; weak patterns ("explain X", "is it X") only count when X looks like one of the labels."""
     for pattern in patterns:
         match = re.search(pattern, message.text)
@@ -580,7 +616,7 @@ def _class(message: _Message, vocab: Vocab, details: dict, patterns: tuple[str, 
         if not phrase or _is_deictic(phrase):
             continue
         if strong or _looks_like_label(phrase, vocab.labels) or phrase == details["target"]:
-            return CLASS, {"target": phrase, "explicit_target": True}
+            return {"target": phrase, "explicit_target": True}
     return None
 
 
@@ -625,7 +661,8 @@ def _label_index(labels: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str
     return frozenset(names), frozenset(w for name in names for w in name.split()), tuple(sorted(spans))
 
 
-def _why(message: _Message, _vocab: Vocab, _details: dict):
+def why(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Why, where is it looking, the heatmap."""
     if _has(message.text, r"\b(?:why|explain|explanation|reason|reasons|reasoning|justify|because|evidence|"
                           r"attention|saliency|heatmap|heat map|overlay|focus|focusing|focused)\b"
                           r"|\blook(?:s|ing|ed)? at\b|\bwhere (?:is|does|did|was) (?:it|the model|the network|"
@@ -633,11 +670,12 @@ def _why(message: _Message, _vocab: Vocab, _details: dict):
                           r"|\bhow did (?:it|you|the model) (?:decide|know|tell|choose|conclude)\b|\bbased on\b"
                           r"|\bwhich (?:part|parts|pixels|area)\b|\bwhat (?:part|parts)\b|\bshow (?:me )?(?:the )?map\b"
                           r"|\bgrad[\s\-]?cam\b|\bwhere\b"):
-        return WHY, {}
+        return {}
     return None
 
 
-def _what(message: _Message, _vocab: Vocab, details: dict):
+def what(message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """What is it, the top classes."""
     text = message.text
     if details["count"] or _has(
         text, r"\bwhat(?:'s| is| are)? (?:it|this|that|these|in (?:the|this|it)|the (?:object|thing|image|picture))\b"
@@ -645,41 +683,20 @@ def _what(message: _Message, _vocab: Vocab, details: dict):
               r"|\b(?:which|what) (?:class|label|kind|sort|type|category|object|shape|animal|thing)\b|\bguess\b"
               r"|\blabels?\b|\bclasses\b|\bwhat is$|\bwhat'?s that\b|^what\b"
     ):
-        return WHAT, {}
+        return {}
     return None
 
 
-def _image(_message: _Message, _vocab: Vocab, details: dict):
-    return (IMAGE, {}) if details["image_ref"] else None
+def image(_message: Message, _vocab: Vocab, details: dict) -> dict | None:
+    """Only a reference to another image ("previous image", "image 2")."""
+    return {} if details["image_ref"] else None
 
 
-def _bare_label(message: _Message, vocab: Vocab, details: dict):
+def bare_label(message: Message, vocab: Vocab, details: dict) -> dict | None:
+    """A label alone ("tabby cat", "circle?"), or a label somewhere in a message nothing else understood."""
     if details["target"] or (len(message.words) <= 4 and _looks_like_label(_class_phrase(message.raw), vocab.labels)):
-        return CLASS, {"target": details["target"] or _class_phrase(message.raw), "explicit_target": True}
+        return {"target": details["target"] or _class_phrase(message.raw), "explicit_target": True}
     return None
-
-
-_RULES: tuple[Rule, ...] = (
-    _help,
-    _greeting,
-    _setting,
-    _model,
-    _teach,
-    _compare_methods,
-    _use_method,
-    _layers,
-    _trust,
-    _compare_classes,
-    _class_strong,
-    _confidence,
-    _class_weak,
-    _region,
-    _why,
-    _what,
-    _image,
-    _bare_label,
-    _help_anywhere,
-)
 
 
 def __getattr__(name: str) -> object:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import zoo
-from ..demo import model_path
+from ..demo import EXAMPLES_DIR, model_path
 from ..engine import warm_up
 from ..errors import ModelError
 from ..layers import depth_layer_names
@@ -26,6 +26,10 @@ from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
 logger = logging.getLogger(__name__)
 
 UPLOAD_SUFFIX = " (uploaded)"
+#: The bundled demo models (offline, small): the app preloads them after start-up.
+DEMO_MODEL_NAMES: tuple[str, ...] = tuple(DEMO_MODELS)
+__all__ = ["DEMO_MODEL_NAMES", "EXAMPLES_DIR", "ModelMenu", "ModelShelf", "UploadRegistry", "builtin_choices",
+           "load_default"]
 
 
 class ModelShelf:

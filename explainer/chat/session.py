@@ -1,18 +1,18 @@
-"""One conversation: its images, its settings, its model, and every result it has computed so far.
+"""The state of one conversation: its images, its settings, its model, and every result computed so far.
 
-A :class:`ChatSession` belongs to one browser session. Follow-up questions reuse what is cached here, so a
-question that needs no new map (how confident? show the region, another opacity) costs milliseconds: explanations
-are cached by (image, model, method, layer, target, threshold) and rendered overlays by the explanation and the
-drawing settings. Nothing in here is shared between sessions except the (read-only) loaded models.
+A :class:`SessionState` belongs to one browser session; the conversation (:class:`explainer.chat.ChatSession`)
+reads messages and asks the answers (:mod:`explainer.chat.answers`), which read and fill this state. Nothing in
+here knows about messages or replies. Follow-up questions reuse what is cached here, so a question that needs no
+new map (how confident? show the region, another opacity) costs milliseconds: explanations are cached by (image,
+model, method, layer, target, threshold) and rendered overlays by the explanation and the drawing settings.
+Nothing is shared between sessions except the (read-only) loaded models.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +31,6 @@ from ..models import LoadedModel
 from ..region import DEFAULT_THRESHOLD, localize
 from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from ..result import Explanation
-from .reply import Reply
-
-logger = logging.getLogger(__name__)
 
 #: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
 #: anyway, and overlays of a 12-megapixel photo would cost memory and time in every answer.
@@ -78,6 +75,10 @@ class Settings:
 
     def validated(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied, or :class:`SettingError` naming the allowed range."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise SettingError(f"There is no setting called {', '.join(unknown)}; the settings are "
+                               f"{', '.join(f.name for f in dataclasses.fields(self))}.")
         new = dataclasses.replace(self, **changes)
         if not 0.0 <= float(new.opacity) <= 1.0:
             raise SettingError(f"Opacity must be between 0 and 1 (or 0–100 %), not {new.opacity}.")
@@ -142,8 +143,8 @@ class _LRU:
 ModelLoader = Callable[[str], LoadedModel]
 
 
-class ChatSession:
-    """The state of one conversation and the entry point of the chat: :meth:`respond`.
+class SessionState:
+    """Settings, images, the answering model and caches of one conversation (thread-safe).
 
     Parameters
     ----------
@@ -168,63 +169,12 @@ class ChatSession:
         self.current: ImageEntry | None = None
         self.turns = 0
         self.explain_calls = 0  # how often the engine was asked for maps (tests and benchmarks read it)
+        self.lock = threading.RLock()  # one turn at a time; the app may change settings from another thread
         self._counter = 0
         self._models: dict[int, LoadedModel] = {id(model): model}  # keeps ids unique while cached
         self._results = _LRU()
         self._pictures = _LRU()
         self._facts = _LRU(limit=4 * MAX_CACHED)  # small things: top classes, checks, statistics, AUCs
-        self._lock = threading.RLock()
-
-    # ------------------------------------------------------------------------------------------ the entry point
-
-    def progress_note(self, text: str | None) -> str | None:
-        """A line to show while a slow answer (trust check, method comparison, layers, Score-CAM) is computed."""
-        from .intents import parse
-        from .text import render
-
-        cls = METHODS[self.settings.method]
-        note = render("progress", intent=parse(text or "").name, method=cls.display_name, method_slow=cls.slow,
-                      slow=[m.display_name for m in METHODS.values() if m.slow], n_methods=len(METHODS)).strip()
-        return note or None
-
-    def respond(self, text: str | None = "", files: Sequence[Any] = ()) -> Reply:
-        """Answer one message: ``text`` (may be empty) plus uploaded ``files`` (may be empty).
-
-        Parameters
-        ----------
-        text : str
-            The user's message, any length (only the start is read), any characters.
-        files : sequence
-            Image file paths (or ``{"path": ...}`` dicts, PIL images, arrays). Each becomes a new image of the
-            conversation; the last one is the current image.
-
-        Returns
-        -------
-        Reply
-            Never raises: a bad image, an unknown class or any other :class:`ExplainerError` becomes a friendly
-            reply (``reply.error`` set), and an unexpected exception becomes an apology (and a log entry). The
-            conversation state survives both.
-        """
-        from . import answers  # answers imports this module
-
-        started = time.perf_counter()
-        with self._lock:
-            self.turns += 1
-            try:
-                reply = answers.respond(self, text or "", list(files or ()))
-            except ExplainerError as err:
-                reply = answers.error_reply(self, err)
-            except Exception:  # never let a bug end the conversation
-                logger.exception("chat turn failed (text=%r, %d files)", (text or "")[:200], len(files or ()))
-                reply = answers.apology_reply(self)
-            reply.data.setdefault("elapsed_ms", round(1000 * (time.perf_counter() - started), 2))
-            return reply
-
-    def refuse(self, err: ExplainerError) -> Reply:
-        """The reply for input refused before this conversation saw it (e.g. a file that was not uploaded)."""
-        from . import answers
-
-        return answers.error_reply(self, err)
 
     # ------------------------------------------------------------------------------------------------- models
 
@@ -233,36 +183,18 @@ class ChatSession:
 
         A target layer chosen for the previous model is reset (layer names differ between models).
         """
-        with self._lock:
+        with self.lock:
             if model is not self.model:
                 self.settings = dataclasses.replace(self.settings, layer=None)
             self.model = model
             self._models[id(model)] = model
-
-    def switch_model(self, model: LoadedModel) -> Reply:
-        """:meth:`set_model`, then a reply saying so: the current image explained by the new model, or the model's
-        description when there is no image yet (for the app's model picker)."""
-        from . import answers
-        from .intents import MODEL, Intent
-
-        with self._lock:
-            self.set_model(model)
-            try:
-                if self.current is None:
-                    return answers.answer_model(self, Intent(MODEL))
-                return answers.answer_why(self, Intent(MODEL), header="model")
-            except ExplainerError as err:
-                return answers.error_reply(self, err)
-            except Exception:
-                logger.exception("answer after a model switch failed")
-                return answers.apology_reply(self)
 
     def forget_model(self, model: LoadedModel, fallback: LoadedModel) -> bool:
         """Let go of ``model`` (its memory is wanted back); answer with ``fallback`` if it was answering.
 
         Returns True when the answering model changed. Explanations stay cached: they hold no model.
         """
-        with self._lock:
+        with self.lock:
             self._models.pop(id(model), None)
             if self.model is not model:
                 return False
@@ -280,7 +212,7 @@ class ChatSession:
 
         Raises :class:`SettingError` for values out of range; nothing changes then.
         """
-        with self._lock:
+        with self.lock:
             self.settings = self.settings.validated(**changes)
             return self.settings
 
@@ -297,7 +229,7 @@ class ChatSession:
         loaded = load_image_with_notes(path)
         height, width = loaded.pixels.shape[:2]
         image = _shrink(loaded.pixels, MAX_SIDE)
-        with self._lock:
+        with self.lock:
             self._counter += 1
             entry = ImageEntry(self._counter, image, loaded.name, (width, height), list(loaded.notes))
             self.images.append(entry)
@@ -415,21 +347,21 @@ class ChatSession:
 
     def layer_paths(self) -> list[LayerPath]:
         """Spatial layers of the current model, input to head (cached per model)."""
-        return self._model_fact("layers", lambda: spatial_layers(self.model.keras_model))
+        return self.model_fact("layers", lambda: spatial_layers(self.model.keras_model))
 
     def default_layer(self) -> str:
         """Name of the layer used when none is chosen."""
-        return self._model_fact("default_layer", lambda: resolve_layer(self.model.keras_model, None).name)
+        return self.model_fact("default_layer", lambda: resolve_layer(self.model.keras_model, None).name)
 
-    def _model_fact(self, name: Hashable, compute: Callable[[], Any]) -> Any:
+    def model_fact(self, name: Hashable, compute: Callable[[], Any]) -> Any:
         """A fact derived from the model alone, kept on the (shared) model so every conversation reuses it."""
         return self.model.memo(("chat", name), compute)
 
     # ------------------------------------------------------------------------------------------------ copying
 
-    def __deepcopy__(self, memo: dict) -> ChatSession:
-        """An independent conversation sharing the (read-only) models: Gradio deep-copies a State's value."""
-        twin = ChatSession(self.model, self.loader, self.model_names, copy.copy(self.settings))
+    def __deepcopy__(self, memo: dict) -> SessionState:
+        """An independent state sharing the (read-only) models: Gradio deep-copies a State's value."""
+        twin = SessionState(self.model, self.loader, self.model_names, copy.copy(self.settings))
         twin.images = list(self.images)
         twin.current = self.current
         twin._counter = self._counter
