@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -161,3 +163,54 @@ def test_draw_expected_outlines_in_its_own_colour():
     out = draw_expected(picture, mask)
     outline = np.all(out == EXPECTED_COLOR, axis=-1)
     assert outline[10, 10:30].all() and outline[29, 10:30].all() and not outline[20, 20] and not picture.any()
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_expected")
+    gap_cnn(n_classes=3, size=32, seed=4).save(folder / "tiny.keras")
+    (folder / "tiny.json").write_text('{"labels": ["a", "b", "c"], "preprocess": "unit"}')
+    image = np.random.default_rng(7).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "img.png"), image)
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[40:60, 0:30] = 255
+    cv2.imwrite(str(folder / "mask.png"), mask)
+    return folder
+
+
+def _cli(capsys, *args):
+    from explainer.__main__ import main
+
+    code = main(["explain", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_expected_region_by_box_corners_or_mask(cli_files, capsys, tmp_path):
+    base = (cli_files / "img.png", "--model", cli_files / "tiny.keras", "--json")
+    outputs = []
+    for extra in (("--box", "0,40,30,20"), ("--box", "0,40,30,60", "--box-format", "corners"),
+                  ("--mask", cli_files / "mask.png")):
+        code, out, err = _cli(capsys, *base, *extra)
+        assert code == 0, err
+        outputs.append(json.loads(out)["expected"])
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert set(outputs[0]) == {"energy_inside", "hit", "iou"}
+    model = load_model(cli_files / "tiny.keras")
+    direct = compare_region(explain(model, cli_files / "img.png"), box=(0, 40, 30, 20))
+    assert outputs[0] == {key: direct[key] for key in ("energy_inside", "hit", "iou")}
+    code, out, _err = _cli(capsys, cli_files / "img.png", "--model", cli_files / "tiny.keras", "--box", "0,40,30,20",
+                           "--out", tmp_path)
+    assert code == 0 and "expected region:" in out and "of the heat inside" in out
+    picture = cv2.cvtColor(cv2.imread(str(tmp_path / "img_overlay.png")), cv2.COLOR_BGR2RGB)
+    assert np.all(picture == EXPECTED_COLOR, axis=-1).sum() > 50  # the expected region is outlined
+
+
+def test_cli_bad_expected_regions(cli_files, capsys):
+    base = (cli_files / "img.png", "--model", cli_files / "tiny.keras")
+    code, _out, err = _cli(capsys, *base, "--box", "1,2,3")
+    assert code == 2 and err.startswith("error: A box is four numbers")
+    code, _out, err = _cli(capsys, *base, "--box", "500,500,10,10")
+    assert code == 1 and "lies outside the image" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):  # argparse: --box and --mask together
+        _cli(capsys, *base, "--box", "1,2,3,4", "--mask", cli_files / "mask.png")
