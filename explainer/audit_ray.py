@@ -163,6 +163,5 @@ def _import_ray():
         import ray
         import ray.data
     except ImportError as err:
-        raise AuditError("The Ray engine needs Ray: pip install -r requirements-ray.txt (or pip install .[ray]).") \
-            from err
+        raise AuditError("The Ray engine needs Ray: pip install -r requirements-ray.txt") from err
     return ray
