@@ -29,6 +29,7 @@ from explainer.chat.text import escape_markdown, percent
 from explainer.demo.train import reference_statistics
 from explainer.errors import ExplainerError
 from explainer.layers import depth_layer_names, depth_layers, usable_layers
+from explainer.render import tile
 
 HOSTILE_LABELS = ["<img src=x onerror=alert(1)>", "**bold** _it_ `code`", "a|b [link](javascript:alert(1)) $$x$$"]
 
@@ -524,10 +525,20 @@ def test_switch_model_says_so(chat, model):
     assert fresh.intent == I.MODEL and "other" in fresh.markdown
 
 
-def test_trust_pictures_show_what_the_model_saw(chat, model):
-    reply = chat.respond("does it hold up?")
-    side = reply.images[0][0]
-    assert side.shape[1] > 3 * 200  # image, highlighted box hidden, random box hidden
+def test_trust_picture_tiles_share_the_images_size_and_aspect(model, samples):
+    """Image, box hidden, random box hidden: all three at the upload's aspect (the model saw a square)."""
+    wide = np.asarray(Image.fromarray(samples[0][0]).resize((160, 80), Image.NEAREST))
+    session = ChatSession(model)
+    session.respond("", [wide])
+    side = session.respond("does it hold up?").images[0][0]
+    assert model.info.input_size[0] == model.info.input_size[1]  # so the model's own view is square
+    expected = tile([wide] * 3, ["a", "b", "c"])  # three tiles of the upload's size and aspect
+    assert side.shape == expected.shape
+
+    def blank_columns(picture):
+        return int((picture == 255).all(axis=(0, 2)).sum())
+
+    assert blank_columns(side) == blank_columns(expected)  # only the gaps between tiles: no white margins
 
 
 def test_set_model_from_the_app(chat, model):

@@ -27,6 +27,8 @@ from ..statistics import image_statistics
 
 #: Random boxes hidden for the comparison.
 RANDOM_BOXES = 6
+#: A change of the probability smaller than this (either way) counts as no change in the occlusion verdict.
+NOISE = 0.05
 #: Steps of the deletion curve in the chat (the metrics module's default is finer; 10 keeps a turn near a second
 #: on MobileNetV2 while the area changes by well under 0.01).
 DELETION_STEPS = 10
@@ -81,18 +83,24 @@ class OcclusionCheck:
         return self.original - float(np.mean(self.random)) if self.random else 0.0
 
     def _verdict(self) -> str:
-        """One word for what the numbers say (each template sentence is tied to one of these)."""
+        """One word for what the signed numbers say (each template sentence is tied to one of these).
+
+        ``drop`` and ``random_drop`` are signed: positive when hiding lowers the probability, negative when it
+        raises it. A change smaller than :data:`NOISE` either way counts as none.
+        """
         if self.box_fraction >= 0.6:
             return "too_large"  # a random box this size overlaps the region anyway
         if self.original < 0.05:
             return "low_base"  # nothing much to lose
-        if self.drop >= 0.15 and self.drop >= 2 * max(self.random_drop, 0.0) + 0.05:
-            return "holds"
-        if self.drop < 0.05 and self.random_drop < 0.05:
-            return "not_needed"
-        if self.random_drop >= self.drop - 0.02:
-            return "not_specific"
-        return "partial"
+        if self.drop <= -NOISE:
+            return "raises"  # the highlighted part counts against the class
+        if self.drop >= 0.15 and self.drop >= 2 * abs(self.random_drop) + NOISE:
+            return "holds"  # a clear fall, and a random box moves the probability far less either way
+        if abs(self.random_drop) < NOISE and self.drop < NOISE:
+            return "not_needed"  # neither box moves the probability by NOISE or more
+        if self.drop < NOISE or abs(self.random_drop) >= self.drop - 0.02:
+            return "not_specific"  # the highlighted part matters no more than a random one
+        return "partial"  # the highlighted part matters more than a random one, but is not all
 
     def to_dict(self) -> dict:
         return {
@@ -100,7 +108,7 @@ class OcclusionCheck:
             "random": [round(p, 6) for p in self.random], "drop": round(self.drop, 6),
             "random_drop": round(self.random_drop, 6), "hidden_top": self.hidden_top.to_dict(),
             "box": list(self.box), "box_fraction": round(self.box_fraction, 4),
-            "random_overlap": round(self.random_overlap, 4), "verdict": self.verdict, "fill": "mean colour",
+            "random_overlap": round(self.random_overlap, 4), "verdict": self.verdict, "fill": "mean",
         }
 
 
@@ -209,7 +217,7 @@ class Unusual:
                 "reference_max_probability_p05": self.probability_p05}
 
 
-_STATISTICS = {"brightness": "brightness", "edge_density": "amount of edges and texture"}
+_STATISTICS = ("brightness", "edge_density")  # templates/_macros.j2 says what each measures
 
 
 def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | None:
@@ -225,13 +233,13 @@ def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | No
     stats = image_statistics(small)
     values = {"brightness": float(stats["channel_mean"].mean()), "edge_density": float(stats["edge_density"][0])}
     findings = []
-    for key, words in _STATISTICS.items():
+    for key in _STATISTICS:
         dist = reference.get(key)
         if not isinstance(dist, dict) or "p01" not in dist or "p99" not in dist:
             continue
         low, high = float(dist["p01"]), float(dist["p99"])
         if not low <= values[key] <= high:
-            findings.append({"name": key, "words": words, "value": round(values[key], 2),
+            findings.append({"name": key, "value": round(values[key], 2),
                              "low": low, "high": high, "direction": "low" if values[key] < low else "high"})
     probability = reference.get("max_probability")
     p05 = float(probability["p05"]) if isinstance(probability, dict) and "p05" in probability else None

@@ -21,11 +21,11 @@ from ..demo import EXAMPLES_DIR, model_path
 from ..engine import warm_up
 from ..errors import ModelError
 from ..layers import depth_layer_names
+from ..messages import message
 from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_SUFFIX = " (uploaded)"
 #: The bundled demo models (offline, small): the app preloads them after start-up.
 DEMO_MODEL_NAMES: tuple[str, ...] = tuple(DEMO_MODELS)
 __all__ = ["DEMO_MODEL_NAMES", "EXAMPLES_DIR", "ModelMenu", "ModelShelf", "UploadRegistry", "builtin_choices",
@@ -106,7 +106,7 @@ def load_default(shelf: ModelShelf) -> tuple[str, LoadedModel, str]:
             raise
         logger.warning("default model %r failed (%s); using %r", name, err, zoo.FALLBACK_MODEL)
         fallback = zoo.FALLBACK_MODEL
-        return fallback, shelf.get(fallback), f"{name} could not be loaded ({err}); using {fallback}."
+        return fallback, shelf.get(fallback), message("default_model.failed", name=name, error=err, fallback=fallback)
 
 
 def builtin_choices(default: str) -> list[tuple[str, str]]:
@@ -115,7 +115,7 @@ def builtin_choices(default: str) -> list[tuple[str, str]]:
     The bundled demo models are listed when their files are present; ImageNet zoo models when their weights are
     cached (or, with a network, downloadable: the label says so).
     """
-    choices: list[tuple[str, str]] = [(_label(default) + " · default", default)]
+    choices: list[tuple[str, str]] = [(message("menu.default", label=_label(default)), default)]
     for name in DEMO_MODELS:
         if name != default and model_path(name).is_file():
             choices.append((_label(name), name))
@@ -126,17 +126,16 @@ def builtin_choices(default: str) -> list[tuple[str, str]]:
         if cached:
             choices.append((_label(name), name))
         elif zoo.weights_available(name)[0]:
-            choices.append((f"{entry.display_name} (ImageNet, downloads on first use)", name))
+            choices.append((message("menu.imagenet_download", name=entry.display_name), name))
     return choices
 
 
 def _label(name: str) -> str:
+    """A built-in model's menu label: ImageNet models by display name, demo models from the catalogue."""
     if name in zoo.ZOO:
-        return f"{zoo.ZOO[name].display_name} (ImageNet)"
-    if name == "shapes-shortcut":
-        return "shapes-shortcut (demo: right for the wrong reason)"
-    if name == "shapes":
-        return "shapes (demo)"
+        return message("menu.imagenet", name=zoo.ZOO[name].display_name)
+    if name in DEMO_MODELS:
+        return message(f"menu.{name}")
     return Path(name).name
 
 
@@ -282,8 +281,8 @@ class ModelMenu:
 
     def _free_key(self, stem: str) -> str:
         taken = set(self.names())
-        key, number = stem + UPLOAD_SUFFIX, 1
+        key, number = message("menu.uploaded", stem=stem), 1
         while key in taken:
             number += 1
-            key = f"{stem} ({number}, uploaded)"
+            key = message("menu.uploaded_again", stem=stem, number=number)
         return key

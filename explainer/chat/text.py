@@ -81,14 +81,26 @@ def percent(value: float) -> Markup:
     return Markup(f"{pct:.{digits}f} %".replace("-", "−"))
 
 
+def _points_text(value: float) -> tuple[int, str]:
+    """A probability difference as shown in percentage points: its sign as displayed (0 when it rounds to zero)
+    and its magnitude (one decimal below 10 points)."""
+    pts = 100.0 * float(value)
+    text = f"{abs(pts):.{1 if abs(pts) < 10 else 0}f}"
+    return (0 if text.strip("0.") == "" else (1 if pts > 0 else -1)), text
+
+
 def points(value: float, signed: bool = False) -> Markup:
     """A difference of probabilities in percentage points: ``42 points``, or with ``signed`` ``−42 points``."""
-    pts = 100.0 * float(value)
-    digits = 1 if abs(pts) < 10 else 0
-    text = f"{abs(pts):.{digits}f}"
-    if not signed or text.strip("0.") == "":
+    sign, text = _points_text(value)
+    if not signed or sign == 0:
         return Markup(f"{text} points")
-    return Markup(f"{'+' if pts > 0 else '−'}{text} points")
+    return Markup(f"{'+' if sign > 0 else '−'}{text} points")
+
+
+def sign(value: float) -> int:
+    """1, −1 or 0: the sign of a probability difference as :func:`points` shows it, so a template's words ("raises",
+    "lowers", "unchanged") always agree with the number printed next to them."""
+    return _points_text(value)[0]
 
 
 def number(value: float, digits: int = 2) -> Markup:
@@ -129,7 +141,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(pct=percent, points=points, num=number, xy=point, times=ratio, plural=plural,
+    env.filters.update(pct=percent, points=points, sign=sign, num=number, xy=point, times=ratio, plural=plural,
                        md=escape_markdown, join=join)
     return env
 
