@@ -361,7 +361,10 @@ class ChatApp:
 
     def _attach(self, visit: Visit) -> Visit:
         """Make ``visit`` the one told when its menu loses its uploaded model."""
-        visit.menu.on_drop = functools.partial(self.model_dropped, visit)
+        def dropped(model: LoadedModel, evicted: bool) -> None:  # a function: deep copies leave it alone
+            self.model_dropped(visit, model, evicted)
+
+        visit.menu.on_drop = dropped
         return visit
 
     def model_dropped(self, visit: Visit, model: LoadedModel, evicted: bool) -> None:
@@ -372,6 +375,14 @@ class ChatApp:
             text = render("model_dropped", evicted=True, name=model.name, fallback=self.default_name,
                           limit=self.uploads.limit)
             visit.messages = [*without_options(visit.messages), {"role": "assistant", "content": text}]
+
+    def _end_visit_callback(self) -> Callable[[Visit | None], None]:
+        # A plain function, not the bound method: Gradio deep-copies components per request, and a deep copy of a
+        # bound method copies its object (this app, with every loaded model: 1.3 s per page load).
+        def end_visit(visit: Visit | None) -> None:
+            self.end_visit(visit)
+
+        return end_visit
 
     def end_visit(self, visit: Visit | None) -> None:
         """The session is over (tab closed, or idle past its time to live): free its uploaded model."""
@@ -528,7 +539,7 @@ class ChatApp:
         with gr.Blocks(title=TITLE, fill_height=True, analytics_enabled=False,
                        delete_cache=(CACHE_SWEEP, CACHE_AGE)) as demo:
             # Each session's state is dropped when its tab closes or after session_seconds idle; its upload with it.
-            visit = gr.State(None, time_to_live=self.limits.session_seconds, delete_callback=self.end_visit)
+            visit = gr.State(None, time_to_live=self.limits.session_seconds, delete_callback=self._end_visit_callback())
             gr.Markdown(f"# {TITLE}\nUpload an image and ask what the classifier looks at. Answers are Grad-CAM "
                         "heatmaps with text filled in from measured numbers: no language model, no network.")
             with gr.Tab("Chat"):

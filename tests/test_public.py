@@ -448,3 +448,16 @@ def test_hostile_models_get_a_plain_message(served, uploads, kind):
     assert "keras." not in message and "explainer" not in message and ".py" not in message
     if kind in ("nan_weights", "inf_weights"):
         assert "invalid numbers" in message and "%" not in message
+
+
+def test_opening_the_page_copies_no_model(served, monkeypatch):
+    """Gradio deep-copies components for every page load; nothing reachable from them may hold a model."""
+    from keras.src.saving.keras_saveable import KerasSaveable
+
+    url, _chat_app = served
+    copies = []
+    real = KerasSaveable.__reduce__
+    monkeypatch.setattr(KerasSaveable, "__reduce__", lambda self: (copies.append(self), real(self))[1])
+    for _ in range(2):
+        assert httpx.get(f"{url}/config", timeout=60).status_code == 200
+    assert copies == []

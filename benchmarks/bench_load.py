@@ -1,0 +1,100 @@
+"""Sixteen visitors at once: errors, cross-talk, latency per question kind, and the server's memory.
+
+Run: python benchmarks/bench_load.py [--visitors 16] [--rounds 2]
+
+Each visitor is its own gradio_client session with its own image (a different shape, size and position), and asks,
+over ``/chat``, the questions people ask: why?, what is it?, how sure?, show the region, does it hold up?. An answer
+is cross-talk when it names another visitor's shape or image. Printed: errors, cross-talk, p50/p95 latency per
+question kind (seconds, as the client sees them), and the server's resident memory before, at peak and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from server import rss_mb, running_app, shape_png, upload_dir
+
+# isort: split
+from gradio_client import Client, handle_file
+
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+QUESTIONS = ("why?", "what is it?", "how sure are you?", "show me the region", "does it hold up?")
+
+
+def text_of(conversation: list[dict]) -> str:
+    """The text of the last answer (after the last user message)."""
+    at = max(i for i, m in enumerate(conversation) if m["role"] == "user")
+    parts = [c.get("text", "") for m in conversation[at + 1:] for c in m["content"] if c.get("type") == "text"]
+    return re.sub(r"\\(.)", r"\1", "\n".join(parts))
+
+
+def visitor(client: Client, image: str, shape: str, rounds: int) -> tuple[dict[str, list[float]], int, int]:
+    """One visitor's questions: (latencies by question, errors, cross-talk answers)."""
+    times: dict[str, list[float]] = {q: [] for q in QUESTIONS}
+    errors = crosstalk = 0
+    for round_ in range(rounds):
+        for question in QUESTIONS:
+            files = [handle_file(image)] if (round_, question) == (0, "why?") else []
+            started = time.perf_counter()
+            try:
+                conversation, *_ = client.predict({"text": question, "files": files}, api_name="/chat")
+            except Exception:
+                errors += 1
+                continue
+            times[question].append(time.perf_counter() - started)
+            answer = text_of(conversation).lower()
+            headline = answer.strip().split("\n")[0]  # names the class the answer is about
+            others = [s for s in SHAPES if s != shape and re.search(rf"\b{s}\b", headline)]
+            if question in ("why?", "what is it?") and (shape not in headline or others):
+                crosstalk += 1
+            if re.search(r"image [2-9]", answer):  # every visitor has exactly one image
+                crosstalk += 1
+    return times, errors, crosstalk
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visitors", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with upload_dir() as folder, running_app() as (url, _chat_app):
+        images = [(shape_png(folder, SHAPES[i % len(SHAPES)], size=(140 + 8 * i, 180 + 6 * i), name=f"v{i}.png"),
+                   SHAPES[i % len(SHAPES)]) for i in range(args.visitors)]
+        # Each visitor opens the page first (the client reads the app's config), then all ask at once.
+        clients = [Client(url, verbose=False, download_files=False) for _ in images]
+        before, peak = rss_mb(), [rss_mb()]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.visitors) as pool:
+            futures = [pool.submit(visitor, client, image, shape, args.rounds)
+                       for client, (image, shape) in zip(clients, images, strict=True)]
+            while not all(f.done() for f in futures):
+                peak.append(rss_mb())
+                time.sleep(0.05)
+            results = [f.result() for f in futures]
+        wall = time.perf_counter() - started
+        after = rss_mb()
+    errors = sum(r[1] for r in results)
+    crosstalk = sum(r[2] for r in results)
+    answered = sum(len(v) for r in results for v in r[0].values())
+    print(f"{args.visitors} visitors x {args.rounds} rounds x {len(QUESTIONS)} questions on 2 CPUs "
+          f"(os.cpu_count()={os.cpu_count()}): {answered} answers in {wall:.1f} s")
+    print(f"errors: {errors}   cross-talk: {crosstalk}")
+    print(f"{'question':<22}{'p50 s':>8}{'p95 s':>8}")
+    for question in QUESTIONS:
+        values = [t for r in results for t in r[0][question]]
+        print(f"{question:<22}{statistics.median(values):8.2f}{percentile(values, 0.95):8.2f}")
+    print(f"server RSS: {before:.0f} MB before, {max(peak):.0f} MB peak, {after:.0f} MB after")
+
+
+if __name__ == "__main__":
+    main()
