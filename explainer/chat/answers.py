@@ -218,15 +218,16 @@ def _why_findings(state: SessionState, intent: Intent, result: Explanation, head
     others = [p for p in result.predictions if p.probability < threshold and p.index not in shown][:3]
     rows = [{"result": r, "region": r.region, "empty": r.region.coverage <= 0} for r in results]
     facts = _warnings(state, result)
+    hidden = 0 if asked else max(0, len(positive) - len(results))
     return render_reply(
         state, "findings", intent, header=header, entry=state.current, result=results[0], rows=rows,
         positive=positive, asked=asked, why_not=why_not, threshold=threshold, others=others,
-        hidden=0 if asked else max(0, len(positive) - len(results)), method=method_name(result.method),
+        hidden=hidden, method=method_name(result.method),
         cells=region_facts(results[0])["cells"], **facts,
         images=[_overlay_picture(state, r) for r in results],
         suggestions=suggestions_for(state, results[0], I.WHY, *((I.CLASS,) if why_not else ())),
         data={"header": header, "explanation": results[0].to_dict(), "explanations": [r.to_dict() for r in results],
-              **_head_data(result), **_facts_data(facts)}, footer=results[0])
+              "not_shown": hidden, **_head_data(result), **_facts_data(facts)}, footer=results[0])
 
 
 def answer_confidence(state: SessionState, intent: Intent) -> Reply:
@@ -300,7 +301,8 @@ def _confidence_findings(state: SessionState, intent: Intent, result: Explanatio
         near_points=NEAR_THRESHOLD, squash=squash(result.head), **facts,
         suggestions=suggestions_for(state, result, I.CONFIDENCE),
         data={"probability": result.top.probability, "findings": [_rounded(f) for f in findings],
-              **_head_data(result), **_facts_data(facts)}, footer=result)
+              "asked": _rounded(asked) if asked else None, **_head_data(result), **_facts_data(facts)},
+        footer=result)
 
 
 def finding(index: int, label: str, probability: float, threshold: float) -> dict:
@@ -547,7 +549,10 @@ def answer_model(state: SessionState, intent: Intent) -> Reply:
         state, "model", intent, info=info, n_labels=len(info.labels), labels=info.labels[:10],
         layer=state.settings.layer or state.default_layer(), method=method_name(state.settings.method),
         models=others, switched=bool(intent.model),
-        suggestions=[*[ask("use_model", name=m) for m in others][:2], ask("help")])
+        suggestions=[*[ask("use_model", name=m) for m in others][:2], ask("help")],
+        data={"head": info.head, "n_labels": len(info.labels), "channels": info.channels,
+              "input_size": list(info.input_size), "preprocess": info.preprocess,
+              **({"decision_threshold": info.decision_threshold} if info.head == MULTILABEL else {})})
 
 
 def answer_setting(state: SessionState, intent: Intent) -> Reply:
