@@ -14,7 +14,10 @@ import dataclasses
 
 import numpy as np
 
+from ..engine import explain
+from ..images import load_image
 from ..region import DEFAULT_THRESHOLD, localize
+from . import get_method
 from .base import BaseCAM, CamBatch
 from .eigencam import first_component
 
@@ -42,8 +45,6 @@ class EigenSmooth(BaseCAM):
     """
 
     def __init__(self, method: str | BaseCAM = "gradcam"):
-        from . import get_method
-
         self.method = get_method(method)
         self.name = self.method.name
         self.needs_gradients = self.method.needs_gradients
@@ -90,9 +91,6 @@ def explain_augmented(model, image, target=None, method: str | BaseCAM = "gradca
     -------
     Explanation
     """
-    from ..engine import explain
-    from ..images import load_image
-
     image = load_image(image)
     variants = augment(image)
     original = explain(model, variants[0], target, method, layer, threshold, top_k)
