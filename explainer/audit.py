@@ -448,8 +448,9 @@ class Collector:
             self._on_record(record)
 
     def _keep(self, flag: str, row: dict, shown: str) -> None:
-        # Most confident mistakes first; for the right-for-the-wrong-reason, the least energy inside first.
-        priority = row["probability"] if flag == "wrong" else -row["energy"]
+        # Most confident mistakes first; for the right-for-the-wrong-reason, peak outside the region first, then the
+        # least energy inside.
+        priority = (row["probability"],) if flag == "wrong" else (0 if row["hit"] else 1, -row["energy"])
         heap = self.sections[flag]
         entry = (priority, -row["n"], {**row, "picture": shown})
         if len(heap) < MAX_PICTURES:
@@ -458,7 +459,7 @@ class Collector:
             heapq.heappushpop(heap, entry)
 
     def shown(self, flag: str) -> list[dict]:
-        return [entry[2] for entry in sorted(self.sections[flag], key=lambda e: (-e[0], -e[1]))]
+        return [entry[2] for entry in sorted(self.sections[flag], key=lambda e: e[:2], reverse=True)]
 
     def close(self) -> None:
         self._stream.close()
@@ -515,6 +516,7 @@ def _totals(rows: list[dict]) -> dict:
         "iou": _mean([r["iou"] for r in judged]),
         "wrong": sum(r["flag"] == "wrong" for r in rows),
         "wrong_reason": wrong_reason,
+        "wrong_reason_hits": sum(r["flag"] == "wrong_reason" and bool(r["hit"]) for r in rows),
         "wrong_reason_share": wrong_reason / len(right_judged) if right_judged else None,
     }
 

@@ -294,7 +294,8 @@ def compare_region(
     dict
         ``energy_inside`` (float, share of the heat inside), ``hit`` (bool), ``iou`` (float, localized region vs
         expected), ``region_pixels`` (int), ``coverage`` (float, the region's share of the image: the energy a
-        flat map would score), ``tolerance`` (float, pixels) and ``verdict`` (:func:`verdict`).
+        flat map would score), ``tolerance`` (float, pixels) and ``verdict`` (``inside``, ``partly`` or
+        ``elsewhere``: :func:`verdict`).
 
     Raises
     ------
@@ -316,15 +317,20 @@ def compare_region(
         "region_pixels": int(expected.sum()),
         "coverage": round(float(expected.mean()), 6),
         "tolerance": round(float(tolerance), 3),
-        "verdict": verdict(energy),
+        "verdict": verdict(energy, hit),
     }
 
 
-def verdict(energy: float, threshold: float = WRONG_REASON_THRESHOLD) -> str:
-    """``inside`` (most of the heat in the region), ``elsewhere`` (less than ``threshold``) or ``partly``."""
+def verdict(energy: float, hit: bool, threshold: float = WRONG_REASON_THRESHOLD) -> str:
+    """One word for a comparison.
+
+    ``inside``: at least :data:`MOSTLY_INSIDE` of the heat lies in the region. ``elsewhere``: less than
+    ``threshold`` and the peak outside too: the model's evidence is somewhere else. ``partly``: in between, or little
+    heat inside but the peak in the region (a small region under a coarse map: the heat spills over its edges).
+    """
     if energy >= MOSTLY_INSIDE:
         return "inside"
-    return "elsewhere" if energy < threshold else "partly"
+    return "elsewhere" if energy < threshold and not hit else "partly"
 
 
 def draw_expected(picture: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = EXPECTED_COLOR) -> np.ndarray:

@@ -87,6 +87,8 @@ def test_verdict_follows_the_energy(result):
     coldest = np.unravel_index(np.argmin(result.heatmap), result.heatmap.shape)
     tiny = (int(coldest[1]), int(coldest[0]), 1, 1)
     assert compare_region(result, box=tiny)["verdict"] == "elsewhere"
+    px, py = result.region.peak  # little heat in a 1-pixel region, but the peak is in it
+    assert compare_region(result, box=(px, py, 1, 1))["verdict"] == "partly"
 
 
 @pytest.mark.parametrize(("height", "width"), [(60, 90), (77, 100), (5, 7)])
