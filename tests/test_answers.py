@@ -248,6 +248,26 @@ def test_a_new_method_is_understood_without_chat_edits(chat, monkeypatch):
     assert teach.intent == I.TEACH and "**Mean-CAM**" in _words(teach.markdown)
 
 
+def test_a_new_question_is_one_rule_one_answer_and_their_registration(chat, monkeypatch):
+    """Registering a rule and an answer in explainer.chat.questions is all the conversation needs."""
+    from explainer.chat import answers, questions
+
+    def rule(message, _vocab, _details):
+        return {} if "pixels" in message.words else None
+
+    def answer(state, intent):
+        size = state.current.size
+        return answers.render_reply(state, "help", intent, has_image=True, model=state.model.info, labels=["x"],
+                                    n_labels=1, methods=["Grad-CAM"], models=(), colormaps=["turbo"], examples=[],
+                                    data={"pixels": size[0] * size[1]})
+
+    monkeypatch.setitem(QUESTIONS, "pixels", Question("pixels", answer, needs_image=True))
+    monkeypatch.setattr(questions, "RULES", (("pixels", rule), *questions.RULES))
+    reply = chat.respond("how many pixels?")
+    assert reply.intent == "pixels" and reply.data["pixels"] == 80 * 80
+    assert ChatSession(chat.model).respond("how many pixels?").intent == "no_image"  # needs_image is honoured
+
+
 def test_layers_side_by_side_and_switching(chat, model):
     reply = chat.respond("show layers")
     assert len(reply.data["layers"]) >= 2

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from explainer.cams import METHODS, BaseCAM, method_key, spellings
-from explainer.chat import INTENTS, parse
+from explainer.chat import INTENTS, QUESTIONS, RULES, parse
 from explainer.chat import intents as I
 from explainer.chat.intents import MAX_QUESTION_CHARS, Vocab, find_methods
 
@@ -147,6 +147,11 @@ PHRASINGS = [
 @pytest.mark.parametrize(("text", "expected"), PHRASINGS)
 def test_phrasing_maps_to_intent(text, expected):
     assert parse(text, VOCAB).name == expected
+
+
+def test_every_rule_stands_for_a_registered_question():
+    assert {name for name, _rule in RULES} <= set(QUESTIONS) and set(QUESTIONS) == set(INTENTS)
+    assert all(question.name == name for name, question in QUESTIONS.items())
 
 
 def test_enough_phrasings_cover_every_intent():
