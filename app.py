@@ -31,13 +31,24 @@ from PIL import Image as PILImage
 
 from explainer.budget import ModelLimits, check_model_file
 from explainer.cams import METHODS
-from explainer.chat import ChatSession, Reply, answer_once, escape_markdown
-from explainer.chat.intents import METHOD_NAMES
-from explainer.chat.models_menu import ModelMenu, ModelShelf, UploadRegistry, builtin_choices, load_default
-from explainer.chat.session import MAX_TOP_K, SettingError, Settings
-from explainer.chat.text import render
+from explainer.chat import (
+    DEMO_MODEL_NAMES,
+    EXAMPLES_DIR,
+    MAX_TOP_K,
+    ChatSession,
+    ModelMenu,
+    ModelShelf,
+    Reply,
+    SettingError,
+    Settings,
+    UploadRegistry,
+    answer_once,
+    builtin_choices,
+    escape_markdown,
+    load_default,
+    render,
+)
 from explainer.deadline import time_budget
-from explainer.demo import EXAMPLES_DIR, MODEL_NAMES
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
@@ -350,7 +361,7 @@ class ChatApp:
 
     def preload(self) -> None:
         """In the background: the demo models, and the layers "show layers" explains (start this once serving)."""
-        demos = [name for _label, name in self.builtins if name in MODEL_NAMES and name != self.default_name]
+        demos = [name for _label, name in self.builtins if name in DEMO_MODEL_NAMES and name != self.default_name]
         self.shelf.preload([self.default_name, *demos])
 
     # -------------------------------------------------------------------------------------------- sessions
@@ -598,7 +609,7 @@ class ChatApp:
             gr.Slider(0.05, 1.0, value=start.threshold, step=0.05, label="Localization threshold",
                       info="Fraction of the map's peak that counts as the region"),
             gr.Slider(1, MAX_TOP_K, value=start.top_k, step=1, label="Top classes listed"),
-            gr.Dropdown([(METHOD_NAMES.get(key, key), key) for key in METHODS], value=start.method,
+            gr.Dropdown([(METHODS[key].display_name, key) for key in METHODS], value=start.method,
                         label="CAM method"),
         ]
 
@@ -625,11 +636,6 @@ class ChatApp:
         # preprocess=False: the engine decodes the upload itself and answers bad files with a clear message.
         ask.click(self.explain_once, [image, question, model], [answer, overlay, facts], api_name="explain",
                   preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
-
-
-def build_app(shelf: ModelShelf | None = None) -> gr.Blocks:
-    """The app, with the default model loaded and warmed up (:class:`ChatApp` gives access to its parts)."""
-    return ChatApp(shelf).build()
 
 
 def main() -> None:
