@@ -13,6 +13,7 @@ nearest), or as place words from the same 3×3 grid :mod:`explainer.region` desc
 >>> comparison = compare_region(result, box=(40, 60, 80, 80))
 >>> comparison = compare_region(result, box=region_from_words("lower left", result.image.shape[:2]))
 >>> comparison = compare_region(result, mask=read_mask("lesion.png", result.image.shape[:2]))
+>>> comparison = compare_region(result, box=region_from_text("the lesion is at 40, 60, 80, 80", (h, w)))
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ BOX_FORMATS = ("xywh", "corners")
 #: Colour of the expected region's outline on pictures (magenta: a colour the turbo colormap never uses).
 EXPECTED_COLOR = (255, 0, 255)
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w)")  # a number on its own, not the 1 of "x1"
 _ROW_WORDS = {"upper": 0, "top": 0, "middle": 1, "center": 1, "centre": 1, "central": 1, "lower": 2, "bottom": 2}
 _COL_WORDS = {"left": 0, "middle": 1, "center": 1, "centre": 1, "central": 1, "right": 2}
 
@@ -85,7 +87,7 @@ def parse_box(text: str | Sequence[float], box_format: str = "xywh") -> tuple[in
 
 def _four_numbers(text: str | Sequence[float]) -> list[float]:
     if isinstance(text, str):
-        found = re.findall(r"-?\d+(?:\.\d+)?", text)
+        found = _NUMBER.findall(text)
         values = [float(v) for v in found]
     else:
         try:
@@ -181,6 +183,26 @@ def _grid_span(cells: range, length: int) -> tuple[int, int]:
     start = math.ceil(cells.start * length / 3)
     stop = length if cells.stop >= 3 else math.ceil(cells.stop * length / 3)
     return start, stop
+
+
+def region_from_text(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box a person typed: four numbers, or place words of the 3×3 grid (what the chat hands over as is).
+
+    Four numbers are ``x, y, w, h`` ("the lesion is at 40, 60, 80, 80"), or corners ``x1, y1, x2, y2`` when the text
+    says so ("x1,y1,x2,y2", "corners", "from 10,10 to 50,60"); without numbers, :func:`region_from_words`.
+
+    Raises
+    ------
+    RegionError
+        When the text holds neither four numbers nor a place on the grid, or names a box with no area.
+    """
+    numbers = _NUMBER.findall(str(text))
+    if len(numbers) == 4:
+        corners = re.search(r"\bx1\b|\bx2\b|corner|\bto\b", str(text).lower())
+        return parse_box(" ".join(numbers), "corners" if corners else "xywh")
+    if numbers:
+        raise RegionError(f"A box is four numbers (x, y, width, height, or x1, y1, x2, y2); got {text!r}.")
+    return region_from_words(text, size)
 
 
 # --------------------------------------------------------------------------------------------------- masks

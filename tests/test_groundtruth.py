@@ -20,6 +20,7 @@ from explainer.groundtruth import (
     energy_inside,
     parse_box,
     read_mask,
+    region_from_text,
     region_from_words,
 )
 from explainer.region import grid_location
@@ -114,6 +115,18 @@ def test_box_parsing():
             parse_box(bad)
     with pytest.raises(RegionError, match="format"):
         parse_box("1,2,3,4", "yolo")
+
+
+def test_typed_regions():
+    size = (HEIGHT, WIDTH)
+    assert region_from_text("the lesion is at 40, 60, 80, 80", size) == (40, 60, 80, 80)
+    assert region_from_text("x1,y1,x2,y2 = 10,20,50,60", size) == (10, 20, 40, 40)
+    assert region_from_text("from 10, 20 to 50, 60", size) == (10, 20, 40, 40)
+    assert region_from_text("it should be in the lower left", size) == region_from_words("lower left", size)
+    with pytest.raises(RegionError, match="four numbers"):
+        region_from_text("at 40, 60", size)
+    with pytest.raises(RegionError, match="no place"):
+        region_from_text("somewhere", size)
 
 
 def test_several_boxes_are_their_union():
