@@ -698,9 +698,3 @@ def bare_label(message: Message, vocab: Vocab, details: dict) -> dict | None:
         return {"target": details["target"] or _class_phrase(message.raw), "explicit_target": True}
     return None
 
-
-def __getattr__(name: str) -> object:
-    """Transitional: ``METHOD_NAMES`` for app.py until it reads display names from the method classes."""
-    if name == "METHOD_NAMES":
-        return {key: cls.display_name for key, cls in METHODS.items()}
-    raise AttributeError(name)
