@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import jinja2
 import numpy as np
+from tqdm import tqdm
 
 from . import dicom
 from .cams import METHODS, get_method
@@ -611,8 +612,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args) -> tuple[Collector, float, float]:
     """Explain every image with the chosen engine; the records flow through one collector (JSONL, table)."""
-    from tqdm import tqdm
-
     progress = tqdm(total=len(plan.items), unit="img", desc="audit", file=sys.stderr, disable=None)
     started, first = time.perf_counter(), []
 
@@ -662,7 +661,8 @@ def _outcome(summary: dict, n: int, seconds: float, first: float, loaded: float,
         parts.append(f"accuracy {summary['accuracy']:.1%}")
     if summary["energy_inside"] is not None:
         parts.append(f"mean energy inside {summary['energy_inside']:.1%}, hit rate {summary['hit_rate']:.1%}")
-    parts.append(f"wrong predictions {summary['wrong']}, right for the wrong reason {summary['wrong_reason']}")
+    reason = "right for the wrong reason" if summary["labelled"] else "evidence outside the expected region"
+    parts.append(f"wrong predictions {summary['wrong']}, {reason} {summary['wrong_reason']}")
     if summary["failed"]:
         parts.append(f"{summary['failed']} could not be explained (see \"error\" in results.jsonl)")
     return "; ".join(parts)
