@@ -88,7 +88,9 @@ def launch_options() -> dict[str, Any]:
     """Keyword arguments of ``launch()`` shared by ``python app.py``, the tests and the benchmark."""
     # show_error=False: an unexpected exception's text (paths, modules) never reaches the page; every event below
     # catches its own errors and raises gr.Error with a plain message instead.
-    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": False, "css": CSS}
+    # mcp_server=True: the /explain event is also an MCP tool (Gradio's MCP server at /gradio_api/mcp/).
+    return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": False, "css": CSS,
+            "mcp_server": True}
 
 
 def upload_folder() -> str:
@@ -359,6 +361,15 @@ class ChatApp:
         self.builtins = builtin_choices(self.default_name)
         self.examples = [e for e in load_examples() if e.model in {"", *(n for _l, n in self.builtins)}]
 
+    def launch(self, **options: Any) -> gr.Blocks:
+        """Build (once) and serve the app with :func:`launch_options` plus ``options``; returns the Blocks."""
+        demo = getattr(self, "demo", None) or self.build()
+        demo.launch(**{**launch_options(), **options})
+        server = getattr(demo, "mcp_server_obj", None)
+        if server is not None:  # one tool: "explain" (the chat's turn needs a conversation an assistant lacks)
+            server.tool_to_endpoint = {tool: api for tool, api in server.tool_to_endpoint.items() if api == "/explain"}
+        return demo
+
     def preload(self) -> None:
         """In the background: the demo models, and the layers "show layers" explains (start this once serving)."""
         demos = [name for _label, name in self.builtins if name in DEMO_MODEL_NAMES and name != self.default_name]
@@ -528,8 +539,22 @@ class ChatApp:
         return self.outputs(visit)
 
     @event_boundary
-    def explain_once(self, image: Any, question: Any, model_name: Any, request: gr.Request = None) -> tuple:
-        """The ``/explain`` endpoint: one image and one question, no conversation kept."""
+    def explain(self, image: str, question: str = "Why?", model_name: str = "", request: gr.Request = None
+                ) -> tuple[str, np.ndarray | None, dict]:
+        """Ask an image classifier about one image and see where it looks (Grad-CAM), without an LLM.
+
+        Every number in the answer is measured: the model's prediction and probability, the Grad-CAM heatmap of
+        the evidence, the region that drove the decision (box, share of the image, its place in words), and, when
+        asked, how the score changes when that region is hidden. Nothing is kept between calls.
+
+        Args:
+            image: The image to explain (PNG, JPEG, WebP, BMP, GIF, TIFF, or a DICOM .dcm file).
+            question: Plain words: "why?", "what is it?", "how sure are you?", "why not a cat?", "does it hold up?".
+            model_name: The classifier: "shapes" or "shapes-shortcut" (demo models), or an ImageNet model.
+
+        Returns:
+            The answer in Markdown, the heatmap picture (or None), and the measured facts as JSON.
+        """
         name = model_name if isinstance(model_name, str) and model_name else self.default_name
         builtin = {n for _label, n in self.builtins}
         if name not in builtin:
@@ -634,7 +659,7 @@ class ChatApp:
                 overlay = gr.Image(label="Overlay", format="png", interactive=False)
                 facts = gr.JSON(label="Result")
         # preprocess=False: the engine decodes the upload itself and answers bad files with a clear message.
-        ask.click(self.explain_once, [image, question, model], [answer, overlay, facts], api_name="explain",
+        ask.click(self.explain, [image, question, model], [answer, overlay, facts], api_name="explain",
                   preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
 
 
@@ -642,8 +667,7 @@ def main() -> None:
     """Serve the app; once it answers, load the demo models and trace more layers in the background."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     chat_app = ChatApp()
-    demo = chat_app.build()
-    demo.launch(prevent_thread_lock=True, **launch_options())
+    demo = chat_app.launch(prevent_thread_lock=True)
     chat_app.preload()  # after start-up, so it does not delay it; the first example click is then fast too
     demo.block_thread()
 

@@ -36,9 +36,7 @@ def running_app(model: str = MODEL, **env: str) -> Iterator[tuple[str, app.ChatA
         for name, value in env.items():
             patch.setenv(name, value)
         chat_app = app.ChatApp()
-    demo = chat_app.build()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                **app.launch_options())
+    demo = chat_app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     try:
         yield demo.local_url.rstrip("/"), chat_app
     finally:

@@ -122,7 +122,7 @@ def test_the_gate_refuses_every_shape_even_past_gradio(served, secrets, shape):
     _url, chat_app = served
     for path in secrets.values():
         with pytest.raises(gr.Error) as refused:
-            chat_app.explain_once(SHAPES[shape](path), "why? opacity 0", "shapes")
+            chat_app.explain(SHAPES[shape](path), "why? opacity 0", "shapes")
         assert refused.value.message == REFUSED
 
 
@@ -278,7 +278,7 @@ def test_queued_work_of_a_disconnected_client_is_dropped(served, held):
     url, chat_app = served
     gate, started, ran = held
     threads = busy_workers(url, started)
-    index, session = fn_index(chat_app, "explain_once"), uuid.uuid4().hex
+    index, session = fn_index(chat_app, "explain"), uuid.uuid4().hex
     with httpx.Client(timeout=60) as http:
         joined = http.post(f"{url}/gradio_api/queue/join",
                            json={"data": [None, "victim", "shapes"], "fn_index": index, "session_hash": session})
@@ -296,7 +296,7 @@ def test_one_session_and_one_client_cannot_fill_the_queue(held):
     gate, started, _ran = held
     with running_app(EXPLAINER_QUEUE_PER_SESSION="2", EXPLAINER_QUEUE_PER_CLIENT="3") as (url, chat_app):
         threads = busy_workers(url, started)  # two sessions from this address: 2 of its 3 slots
-        index = fn_index(chat_app, "explain_once")
+        index = fn_index(chat_app, "explain")
 
         def enqueue(session: str) -> httpx.Response:
             return httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
@@ -312,7 +312,7 @@ def test_one_session_and_one_client_cannot_fill_the_queue(held):
         gate.clear()
         started.clear()
         threads = busy_workers(url, started)
-        index = fn_index(chat_app, "explain_once")
+        index = fn_index(chat_app, "explain")
         codes = [httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
                             json={"data": [None, "again", "shapes"], "fn_index": index,
                                   "session_hash": "one-session"}) for _ in range(3)]
@@ -461,3 +461,39 @@ def test_opening_the_page_copies_no_model(served, monkeypatch):
     for _ in range(2):
         assert httpx.get(f"{url}/config", timeout=60).status_code == 200
     assert copies == []
+
+
+# ------------------------------------------------------------------------------------------- MCP tool
+
+
+def test_explain_is_an_mcp_tool_an_assistant_can_call(url):
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    from explainer.demo import EXAMPLES_DIR
+
+    schema = httpx.get(f"{url}/gradio_api/mcp/schema", timeout=60).json()
+    assert [tool["name"] for tool in schema] == ["explain"]
+    properties = schema[0]["inputSchema"]["properties"]
+    assert set(properties) == {"image", "question", "model_name"}
+    assert "Grad-CAM" in schema[0]["description"] and "how sure" in properties["question"]["description"]
+
+    async def ask() -> tuple[list[str], object]:
+        async with streamablehttp_client(f"{url}/gradio_api/mcp/") as (read, write, _close), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            tools = [tool.name for tool in (await session.list_tools()).tools]
+            # Data URLs, as assistants send pictures (Gradio's MCP server refuses URLs of private hosts).
+            png = (EXAMPLES_DIR / "shapes-star.png").read_bytes()
+            image = "data:image/png;base64," + base64.b64encode(png).decode()
+            result = await session.call_tool("explain", {"image": image, "question": "why?", "model_name": "shapes"})
+            return tools, result
+
+    tools, result = asyncio.run(ask())
+    assert tools == ["explain"] and not result.isError
+    text = " ".join(getattr(part, "text", "") for part in result.content)
+    assert "**star**" in text and "'target': {'index'" in text  # the answer and its facts
+    assert "gradio_api/file=" in text and "image.png" in text  # and the overlay, as a file the assistant can fetch
