@@ -155,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "explain":
         return explain_command(args)
-    if args.command == "audit":
+    if args.command == "audit":  # imported here: the audit's libraries (tqdm, Ray) load only when it runs
         from .audit import audit_command
 
-        return audit_command(args)
+        if args.engine != "ray":
+            return audit_command(args)
+        from .audit_ray import run_ray
+
+        return audit_command(args, ray_runner=run_ray)
     from .evaluate import evaluate_command
 
     return evaluate_command(args)

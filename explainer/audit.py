@@ -571,7 +571,11 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="Ray: CPUs (and TensorFlow threads) per actor")
 
 
-def audit_command(args: argparse.Namespace) -> int:
+#: ``run_ray(spec, items, options, workers=, cpus_per_worker=)``: how the Ray engine is called (see audit_ray).
+RayRunner = Callable[..., Iterable[dict]]
+
+
+def audit_command(args: argparse.Namespace, ray_runner: RayRunner | None = None) -> int:
     """Run ``audit``: exit 0, 1 when some images failed (recorded in results.jsonl), 2 when it could not start."""
     try:
         _check_arguments(args)
@@ -588,7 +592,7 @@ def audit_command(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     try:
-        collector, seconds, first = _run(model, spec, plan, options, args)
+        collector, seconds, first = _run(model, spec, plan, options, args, ray_runner)
     except ExplainerError as err:
         return _fail(str(err))
     summary = summarize(collector.rows)
@@ -610,8 +614,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise AuditError("--workers and --cpus-per-worker must be at least 1.")
 
 
-def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args) -> tuple[Collector, float, float]:
-    """Explain every image with the chosen engine; the records flow through one collector (JSONL, table)."""
+def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args,
+         ray_runner: RayRunner | None = None) -> tuple[Collector, float, float]:
+    """Explain every image with the chosen engine; the records flow through one collector (JSONL, table).
+
+    The Ray engine is handed in by the caller (:mod:`explainer.audit_ray` builds on this module, not the reverse).
+    """
     progress = tqdm(total=len(plan.items), unit="img", desc="audit", file=sys.stderr, disable=None)
     started, first = time.perf_counter(), []
 
@@ -623,10 +631,10 @@ def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args) -> tup
     collector = Collector(args.out, options, on_record=advance)
     try:
         if args.engine == "ray":
-            from .audit_ray import run_ray
-
-            records = run_ray(worker_spec(spec, model), plan.items, options, workers=args.workers,
-                              cpus_per_worker=args.cpus_per_worker)
+            if ray_runner is None:
+                raise AuditError("The Ray engine was not provided; run the audit through python -m explainer.")
+            records = ray_runner(worker_spec(spec, model), plan.items, options, workers=args.workers,
+                                 cpus_per_worker=args.cpus_per_worker)
         else:
             records = run_local(model, plan.items, options)
         for record in records:

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "explainer"
 
@@ -74,20 +72,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-#: Cycles known and reported to their owners (module names, sorted): reported as an expected failure until fixed,
-#: while any other cycle fails the test.
-KNOWN_CYCLES = {
-    ("explainer.audit", "explainer.audit_ray"): "audit.py imports audit_ray inside a function (Ray is optional), "
-                                                "audit_ray imports audit",
-}
-
-
 def test_no_import_cycle_inside_explainer():
     graph = {name: _targets(name, path) for name, path in MODULES.items()}
-    cycles = _cycles(graph)
-    assert [c for c in cycles if tuple(c) not in KNOWN_CYCLES] == []
-    if cycles:
-        pytest.xfail("; ".join(KNOWN_CYCLES[tuple(c)] for c in cycles))
+    assert _cycles(graph) == []
 
 
 def test_the_cycle_check_sees_a_lazy_import(tmp_path):
