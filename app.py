@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image as PILImage
 
+from explainer.archive import extract_audit_folder, remove
+from explainer.audit import AuditOptions, audit_folder
 from explainer.budget import ModelLimits, check_model_file
 from explainer.cams import METHODS
 from explainer.chat import (
@@ -48,6 +51,7 @@ from explainer.chat import (
     load_default,
     render,
 )
+from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
@@ -64,6 +68,8 @@ QUEUE_SIZE = 64
 MAX_FILE_SIZE = "200mb"
 #: The answer to any failure we did not foresee: logged in full on the server, never shown.
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
+#: The Audit tab's model choice meaning "the model answering in the chat" (e.g. the visitor's uploaded model).
+CURRENT_MODEL = "(current)"
 #: Temporary files (uploads, answer pictures) live this long (seconds), swept this often: as long as a session.
 CACHE_AGE = 3600
 CACHE_SWEEP = 600
@@ -267,6 +273,8 @@ class ServerLimits:
     shown_messages : int
         Messages kept on screen (``EXPLAINER_SHOWN_MESSAGES``); older turns fold into one note, so a turn costs the
         same at the 150th question as at the 10th.
+    audit_images : int
+        Most images of one audit in the Audit tab (``EXPLAINER_AUDIT_MAX_IMAGES``); the zip may unpack to 512 MB.
     """
 
     uploaded_models: int = 4
@@ -275,13 +283,15 @@ class ServerLimits:
     queued_per_session: int = 3
     queued_per_client: int = 24
     shown_messages: int = 36
+    audit_images: int = 500
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
         """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
         names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
                  "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
-                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "shown_messages": "EXPLAINER_SHOWN_MESSAGES"}
+                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
+                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES"}
         values = {}
         for field_name, variable in names.items():
             if environ.get(variable, "").strip():
@@ -565,6 +575,45 @@ class ChatApp:
             reply = answer_once(model, path, question if isinstance(question, str) else "")
         return reply.markdown, reply.image, reply.to_dict()
 
+    @event_boundary
+    def audit(self, archive: Any, model_name: Any, method: Any, visit: Visit | None, request: gr.Request = None,
+              progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:  # noqa: B008 (Gradio reads it)
+        """The Audit tab: a zip of class folders (and optional boxes.csv / masks/) in, report.html and results.jsonl
+        out, with a progress bar. Bounded by the zip's size and image count; stops when the visitor leaves."""
+        path = upload_path(archive)
+        if path is None:
+            raise gr.Error(render("audit_no_zip"))
+        if method not in METHODS:
+            raise gr.Error(f"Unknown method {str(method)[:40]!r}.")
+        model = self._audit_model(model_name, visit)
+        work = Path(tempfile.mkdtemp(prefix="audit-", dir=upload_folder()))
+        try:
+            folder = extract_audit_folder(path, work / "in", max_images=self.limits.audit_images)
+            progress((0, folder.count), desc="Explaining", unit="images")
+
+            def step(done: int, total: int) -> None:
+                check_deadline()  # the visitor left: stop here
+                progress((done, total), desc="Explaining", unit="images")
+
+            session = getattr(request, "session_hash", None)
+            with time_budget(None, (lambda: self.gone(session)) if session else None):
+                # Masks are the finer region: with both, the boxes are not used (as the CLI takes one or the other).
+                boxes = None if folder.masks else folder.boxes
+                run = audit_folder(model, folder.images, work / "out", AuditOptions(method=method), boxes,
+                                   folder.masks, name="the uploaded set", on_record=step)
+        finally:
+            remove(work / "in")
+        text = render("audit_summary", run=run, model=model.name, method=METHODS[method].display_name,
+                      threshold=AuditOptions().wrong_reason_threshold, notes=folder.notes + run.notes)
+        return text, [str(run.report), str(run.results)]
+
+    def _audit_model(self, key: Any, visit: Visit | None) -> LoadedModel:
+        if key == CURRENT_MODEL:
+            return (visit or self.new_visit()).chat.model
+        if key not in {name for _label, name in self.builtins}:
+            raise gr.Error(f"Unknown model {str(key)[:80]!r}.")
+        return self.shelf.get(key)
+
     # ---------------------------------------------------------------------------------------------- layout
 
     def build(self) -> gr.Blocks:
@@ -580,6 +629,8 @@ class ChatApp:
                         "heatmaps with text filled in from measured numbers: no language model, no network.")
             with gr.Tab("Chat"):
                 self._chat_tab(visit)
+            with gr.Tab("Audit a validation set"):
+                self._audit_tab(visit)
             with gr.Tab("One question (API)"):
                 self._explain_tab()
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
@@ -645,6 +696,23 @@ class ChatApp:
             label="Examples (click one)", components=["image", "textbox", "textbox", "textbox"],
             headers=["Image", "Question", "Model", "What it shows"], type="index", layout="table",
             samples=[[e.image, e.question, e.model or self.default_name, e.caption] for e in self.examples])
+
+    def _audit_tab(self, visit: gr.State) -> None:
+        gr.Markdown(render("audit_intro", max_images=self.limits.audit_images))
+        with gr.Row():
+            with gr.Column():
+                archive = gr.File(label="Validation set (.zip)", file_types=[".zip"])
+                model = gr.Dropdown([*self.builtins, (render("audit_current_model"), CURRENT_MODEL)],
+                                    value=self.default_name, label="Model")
+                method = gr.Dropdown([(METHODS[key].display_name, key) for key in METHODS], value="gradcam",
+                                     label="CAM method")
+                run = gr.Button("Run the audit", variant="primary")
+            with gr.Column():
+                summary = gr.Markdown()
+                files = gr.File(label="report.html and results.jsonl", file_count="multiple", interactive=False)
+        # One audit at a time, beside the chat's workers' queue: it holds its worker for as long as it runs.
+        run.click(self.audit, [archive, model, method, visit], [summary, files], api_name="audit", preprocess=False,
+                  concurrency_id="audit", concurrency_limit=1)
 
     def _explain_tab(self) -> None:
         with gr.Row():

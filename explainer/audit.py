@@ -653,13 +653,63 @@ def worker_spec(spec: ModelSpec, model: LoadedModel) -> ModelSpec:
 
 
 def _context(model, plan: Plan, options: AuditOptions, args, seconds: float) -> dict:
+    regions = "masks" if args.masks else "boxes" if args.boxes else None
+    return report_context(model, plan, options, args.folder.name, regions, args.engine, seconds)
+
+
+def report_context(model, plan: Plan, options: AuditOptions, folder: str, regions: str | None, engine: str,
+                   seconds: float) -> dict:
+    """What the report says about the run besides its rows."""
     return {
-        "model": model.name, "method": get_method(options.method).display_name, "folder": args.folder.name,
-        "layout": plan.layout, "regions": "masks" if args.masks else "boxes" if args.boxes else None,
-        "threshold": options.wrong_reason_threshold, "engine": args.engine, "seconds": seconds,
-        "throughput": len(plan.items) / seconds if seconds > 0 else None, "notes": plan.notes,
+        "model": model.name, "method": get_method(options.method).display_name, "folder": folder,
+        "layout": plan.layout, "regions": regions, "threshold": options.wrong_reason_threshold, "engine": engine,
+        "seconds": seconds, "throughput": len(plan.items) / seconds if seconds > 0 else None, "notes": plan.notes,
         "options": asdict(options),
     }
+
+
+@dataclass
+class AuditRun:
+    """A finished audit: its summary, its two files, and what was noticed on the way."""
+
+    summary: dict
+    results: Path
+    report: Path
+    images: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOptions = AuditOptions(),
+                 boxes: Path | None = None, masks: Path | None = None, name: str | None = None,
+                 on_record: Callable[[int, int], None] | None = None) -> AuditRun:
+    """Audit ``folder`` with ``model`` on this machine (the local engine): results.jsonl and report.html in ``out``.
+
+    ``on_record(done, total)`` is called after each image (a progress bar; raising in it stops the audit).
+    Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
+    """
+    plan = plan_audit(folder, model.labels, boxes, masks)
+    out.mkdir(parents=True, exist_ok=True)
+    done = [0]
+
+    def advance(_record: dict) -> None:
+        done[0] += 1
+        if on_record is not None:
+            on_record(done[0], len(plan.items))
+
+    started = time.perf_counter()
+    collector = Collector(out, options, on_record=advance)
+    try:
+        for record in run_local(model, plan.items, options):
+            collector.add(record)
+    finally:
+        collector.close()
+    seconds = time.perf_counter() - started
+    summary = summarize(collector.rows)
+    regions = "masks" if masks else "boxes" if boxes else None
+    context = report_context(model, plan, options, name or folder.name, regions, "local", seconds)
+    report = write_report(out / "report.html", collector, summary, context)
+    return AuditRun(summary, collector.path, report, len(plan.items), seconds, list(plan.notes))
 
 
 def _outcome(summary: dict, n: int, seconds: float, first: float, loaded: float, engine: str) -> str:

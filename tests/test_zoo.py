@@ -348,7 +348,12 @@ def test_environment_variable_chooses_the_default(offline, monkeypatch):
 
 
 def test_every_catalogue_sentence_renders():
+    import string
+
     fields = {"name": "n", "model": "M", "fallback": "shapes", "file": "f.h5", "folder": "~/.keras/models"}
+    for text in MESSAGES.values():  # every placeholder any sentence uses (the chat's as well as the zoo's)
+        fields.update({f: 0.5 if spec else "x" for _t, f, spec, _c in string.Formatter().parse(text)
+                       if f and f not in fields})
     for key in MESSAGES:
         assert "{" not in message(key, **fields)
     with pytest.raises(KeyError):

@@ -1,0 +1,87 @@
+"""The Audit tab of the launched app, driven with gradio_client: a zip in, a report and results out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from app_server import plain, running_app, upload_dir
+from gradio_client import Client, handle_file
+
+from explainer.demo.audit_data import write_audit_folder
+
+
+@pytest.fixture(scope="module")
+def served():
+    with running_app() as (address, chat_app):
+        yield address, chat_app
+
+
+@pytest.fixture(scope="module")
+def shortcut_zip(tmp_path_factory):
+    images = write_audit_folder(tmp_path_factory.mktemp("set") / "set", n=12)
+    # Zipped as a person zips the folder: set/images/<class>/..., set/masks/<class>/..., set/boxes.csv.
+    return shutil.make_archive(str(images.parent.parent / "validation"), "zip", images.parent.parent, "set")
+
+
+def audit(url: str, archive: str, model: str) -> tuple[str, list[dict]]:
+    client = Client(url, verbose=False, download_files=False)
+    return client.predict(handle_file(archive), model, "gradcam", api_name="/audit")
+
+
+def fetch_text(url: str, file: dict) -> str:
+    import httpx
+
+    return httpx.get(file["url"], timeout=60).text
+
+
+def test_the_shortcut_is_caught_from_a_zip(served, shortcut_zip):
+    url, _chat_app = served
+    summary, files = audit(url, shortcut_zip, "shapes-shortcut")
+    text = plain(summary)
+    assert "Audit of 12 images" in text and "right for the wrong reason" in text
+    names = sorted(Path(f["path"]).name for f in files)
+    assert names == ["report.html", "results.jsonl"]
+    results = next(f for f in files if f["path"].endswith(".jsonl"))
+    records = [json.loads(line) for line in fetch_text(url, results).splitlines()]
+    assert len(records) == 12 and all("expected" in r for r in records)
+    flagged = sum(r.get("flag") == "wrong_reason" for r in records)
+    correct = sum(bool(r["correct"]) for r in records)
+    assert correct >= 10 and flagged >= correct // 2  # most right answers rest on the tag, not the shape
+    report = fetch_text(url, next(f for f in files if f["path"].endswith(".html")))
+    assert "<html" in report.lower() and "data:image/jpeg;base64," in report  # self-contained
+
+
+def test_the_honest_model_is_not_flagged_the_same_way(served, shortcut_zip):
+    url, _chat_app = served
+    _summary, files = audit(url, shortcut_zip, "shapes")
+    results = next(f for f in files if f["path"].endswith(".jsonl"))
+    records = [json.loads(line) for line in fetch_text(url, results).splitlines()]
+    assert sum(bool(r["expected"]["hit"]) for r in records) >= 10  # its peak is on the shape
+
+
+@pytest.mark.parametrize("members", [{"notes.txt": b"hello"}, {}])
+def test_a_zip_without_images_gets_a_plain_message(served, tmp_path, members):
+    url, _chat_app = served
+    archive = tmp_path / "empty.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, data in members.items():
+            zipped.writestr(name, data)
+    with pytest.raises(Exception, match="no images"):
+        audit(url, str(archive), "shapes")
+
+
+def test_not_a_zip_and_too_many_images(served, tmp_path):
+    url, _chat_app = served
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"definitely not a zip")
+    with pytest.raises(Exception, match="not a zip"):
+        audit(url, str(fake), "shapes")
+    with upload_dir() as folder, running_app(EXPLAINER_AUDIT_MAX_IMAGES="5") as (small_url, _app):
+        many = write_audit_folder(folder / "many", n=8)
+        archive = shutil.make_archive(str(folder / "many"), "zip", many)  # the class folders alone
+        with pytest.raises(Exception, match="at most 5"):
+            audit(small_url, archive, "shapes")
