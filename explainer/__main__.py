@@ -22,7 +22,7 @@ from .groundtruth import BOX_FORMATS, compare_region, draw_expected, expected_ma
 from .images import IMAGE_SUFFIXES, load_image_with_notes
 from .labels import match_label
 from .layers import resolve_layer
-from .models import PREPROCESS_MODES
+from .models import add_model_arguments
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
 
@@ -33,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("explain", help="explain one or more images")
     run.add_argument("images", nargs="+", help="image files or folders of images")
-    run.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: see README)")
-    run.add_argument("--labels", help="text file with one class label a line")
-    run.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
-    run.add_argument("--trust-model", action="store_true",
-                     help="load the model file with Keras safe mode off (Lambda layers run Python code): "
-                          "only for your own files")
+    add_model_arguments(run)
     run.add_argument("--target", help="class label or index to explain (default: the top prediction)")
     run.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
     run.add_argument("--layer", help="target layer name (default: the last spatial layer)")

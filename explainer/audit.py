@@ -38,7 +38,7 @@ from .groundtruth import BOX_FORMATS, WRONG_REASON_THRESHOLD, compare_region, dr
 from .images import IMAGE_SUFFIXES, load_image_with_notes
 from .labels import normalize
 from .layers import resolve_layer
-from .models import PREPROCESS_MODES, LoadedModel, load_model
+from .models import LoadedModel, add_model_arguments, load_model
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
 
@@ -548,12 +548,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = LAYOUT_HELP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folder", type=Path, metavar="DIR", help="class sub-folders of images, or a flat folder")
-    parser.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: see README)")
-    parser.add_argument("--labels", help="text file with one class label a line")
-    parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
-    parser.add_argument("--trust-model", action="store_true",
-                        help="load the model file with Keras safe mode off (Lambda layers run Python code): "
-                             "only for your own files")
+    add_model_arguments(parser)
     parser.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
     parser.add_argument("--layer", help="target layer name (default: the last spatial layer)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")

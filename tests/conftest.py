@@ -102,3 +102,29 @@ def cached_mobilenet(mobilenet_weights, keras_cache) -> Path:
     """
     source, _weights = mobilenet_weights
     return Path(shutil.copyfile(source, keras_cache / source.name))
+
+
+# --- the launched app (end-to-end tests) ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The real app on a free local port for one test module: (URL, ChatApp), the bundled shapes model default."""
+    from app_server import running_app
+
+    with running_app() as (address, chat_app):
+        yield address, chat_app
+
+
+@pytest.fixture(scope="module")
+def url(served) -> str:
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def uploads() -> Iterator[Path]:
+    """A folder inside the server's upload folder: files there count as uploaded to the app under test."""
+    from app_server import upload_dir
+
+    with upload_dir() as folder:
+        yield folder

@@ -24,32 +24,13 @@ from app_server import (
     percentages,
     pictures,
     plain,
-    running_app,
     shape_png,
     texts,
-    upload_dir,
 )
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
-
-
-@pytest.fixture(scope="module")
-def served():
-    with running_app() as (address, chat_app):
-        yield address, chat_app
-
-
-@pytest.fixture(scope="module")
-def url(served):
-    return served[0]
-
-
-@pytest.fixture(scope="module")
-def uploads():
-    with upload_dir() as folder:
-        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +58,8 @@ def test_both_endpoints_are_public(url):
     endpoints = api["named_endpoints"]
     assert {"/chat", "/explain"} <= set(endpoints)
     explain = endpoints["/explain"]
-    assert [p["parameter_name"] for p in explain["parameters"]] == ["image", "question", "model_name"]
+    names = [p["parameter_name"] for p in explain["parameters"]]
+    assert names == ["image", "question", "model_name", "expected_region"]
     assert [r["component"] for r in explain["returns"]] == ["Markdown", "Image", "Json"]
 
 

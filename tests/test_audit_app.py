@@ -15,12 +15,6 @@ from explainer.demo.audit_data import write_audit_folder
 
 
 @pytest.fixture(scope="module")
-def served():
-    with running_app() as (address, chat_app):
-        yield address, chat_app
-
-
-@pytest.fixture(scope="module")
 def shortcut_zip(tmp_path_factory):
     images = write_audit_folder(tmp_path_factory.mktemp("set") / "set", n=12)
     # Zipped as a person zips the folder: set/images/<class>/..., set/masks/<class>/..., set/boxes.csv.

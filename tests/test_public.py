@@ -11,28 +11,11 @@ import uuid
 
 import httpx
 import pytest
-from app_server import plain, running_app, shape_png, upload_dir
+from app_server import plain, running_app, shape_png
 
 from explainer.uploads import REFUSED
 
 SECRET = "root:x:0:0:secret-marker"
-
-
-@pytest.fixture(scope="module")
-def served():
-    with running_app() as (address, chat_app):
-        yield address, chat_app
-
-
-@pytest.fixture(scope="module")
-def url(served):
-    return served[0]
-
-
-@pytest.fixture(scope="module")
-def uploads():
-    with upload_dir() as folder:
-        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +461,7 @@ def test_explain_is_an_mcp_tool_an_assistant_can_call(url):
     schema = httpx.get(f"{url}/gradio_api/mcp/schema", timeout=60).json()
     assert [tool["name"] for tool in schema] == ["explain"]
     properties = schema[0]["inputSchema"]["properties"]
-    assert set(properties) == {"image", "question", "model_name"}
+    assert set(properties) == {"image", "question", "model_name", "expected_region"}
     assert "Grad-CAM" in schema[0]["description"] and "how sure" in properties["question"]["description"]
 
     async def ask() -> tuple[list[str], object]:
