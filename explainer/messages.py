@@ -42,6 +42,9 @@ MESSAGES: dict[str, str] = {
     "ask.use": "Use {name}",
     "ask.use_layer": "Use layer {name}",
     "ask.use_model": "Use the {name} model",
+    "ask.with_method": "With {name}?",
+    "ask.lower_threshold": "Lower the threshold",
+    "ask.expected_example": "Is it looking at the lower left?",
     # ... captions under its pictures (plain text) ...
     "caption.what": "Top {count} classes of {model} on image {image}",
     "caption.what_findings": "Top {count} findings of {model} on image {image}",
@@ -62,6 +65,7 @@ MESSAGES: dict[str, str] = {
     "caption.layer": "{name} ({shape})",
     "caption.layers": "{method} for {label} at {count} depths",
     "caption.setting": "{setting} = {value}",
+    "caption.expected": "{method} for {label} ({probability:.1%}) · magenta: your region · image {image}",
     # ... the model menu ...
     "menu.default": "{label} · default",
     "menu.imagenet": "{name} (ImageNet)",

@@ -134,6 +134,20 @@ PHRASINGS = [
     ("use viridis", I.SETTING),
     ("threshold 0.3", I.SETTING),
     ("top-k 3", I.SETTING),
+    ("lower the threshold", I.SETTING),
+    ("raise the threshold a bit", I.SETTING),
+    # is it looking where the evidence should be? (a region typed as a box or as place words)
+    ("is it looking at 40, 60, 80, 80?", I.EXPECTED),
+    ("the lesion is at 40,60,80,80", I.EXPECTED),
+    ("it should be in the lower left", I.EXPECTED),
+    ("is the evidence at x1,y1,x2,y2 = 10,10,50,50", I.EXPECTED),
+    ("does it look where it should: top right", I.EXPECTED),
+    ("does it look where it should?", I.EXPECTED),
+    ("is it looking at 40,60,80,80 for square with gradcam++", I.EXPECTED),
+    ("is the evidence in the upper left?", I.EXPECTED),
+    ("40 60 80 80", I.EXPECTED),
+    ("is it looking at the right place?", I.WHY),  # "right" here is no column of the grid
+    ("is it looking at the top class", I.WHY),
     ("previous image", I.IMAGE),
     ("go back to the first image", I.IMAGE),
     ("image 2", I.IMAGE),
@@ -275,6 +289,44 @@ def test_model_names_prefer_the_closest():
     assert parse("use the shapes model", VOCAB).model == "shapes"
     assert parse("use the shortcut model", VOCAB).model == "shapes-shortcut"
     assert parse("switch to mobilenet v2", VOCAB).model == "mobilenet_v2"
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("is it looking at 40, 60, 80, 80?", "40, 60, 80, 80"),
+    ("the lesion is at (40 60 80 80)", "40, 60, 80, 80"),
+    ("is the evidence at x1,y1,x2,y2 = 10,10,50,50", "corners 10, 10, 50, 50"),
+    ("it should be from 10,10 to 50,60", "corners 10, 10, 50, 60"),
+    ("it should be in the lower left", "lower left"),
+    ("does it look where it should: top right", "top right"),
+    ("is it in the top-left corner?", "top left"),
+    ("is it looking at the center?", "center"),
+    ("does it look where it should?", None),
+    ("is it looking at 40, 60?", "is it looking at 40, 60?"),  # not a box: the answer says what a box is
+])
+def test_expected_regions_are_read(text, region):
+    intent = parse(text, VOCAB)
+    assert (intent.name, intent.region) == (I.EXPECTED, region)
+
+
+def test_expected_region_keeps_class_and_method():
+    intent = parse("is it looking at 40,60,80,80 for square with gradcam++", VOCAB)
+    assert (intent.region, intent.target, intent.method) == ("40, 60, 80, 80", "square", "gradcam++")
+
+
+@pytest.mark.parametrize(("text", "value"), [("lower the threshold", "-0.1"), ("a lower threshold", "-0.1"),
+                                             ("raise the threshold", "+0.1"), ("threshold 0.4", 0.4)])
+def test_threshold_moves(text, value):
+    intent = parse(text, VOCAB)
+    assert (intent.name, intent.setting, intent.value) == (I.SETTING, "threshold", value)
+
+
+@pytest.mark.parametrize(("text", "mask"), [
+    ("here is the mask", True), ("mask of the lesion", True), ("the expected region", True),
+    ("ground truth for this image", True), ("is it a mask?", False), ("why not a mask", False),
+    ("why?", False), ("", False),
+])
+def test_a_file_is_a_mask_when_the_message_says_so(text, mask):
+    assert I.names_mask(text) is mask
 
 
 def test_huge_question_is_cut_and_fast():

@@ -17,17 +17,28 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .. import metrics
 from ..cams import METHODS, method_key
 from ..errors import AmbiguousClassError, ClassError, ExplainerError
+from ..groundtruth import (
+    WRONG_REASON_THRESHOLD,
+    RegionError,
+    box_mask,
+    clip_box,
+    compare_region,
+    draw_expected,
+    read_mask,
+    region_from_text,
+)
 from ..layers import depth_layers, usable_layers
 from ..messages import message
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from ..result import Explanation, Prediction
 from . import intents as I
 from .checks import Structure, Unusual, deletion_scores, image_structure, occlusion_check, out_of_distribution
-from .intents import Intent
+from .intents import THRESHOLD_STEP, Intent, region_phrase
 from .reply import Reply
-from .session import ImageEntry, SessionState, SettingError
+from .session import ExpectedRegion, ImageEntry, SessionState, SettingError
 from .text import clean_text, render
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,10 @@ MAX_COMPARED = 6
 MULTILABEL = "multilabel"
 #: A finding this close to the decision threshold (in probability) is "close": a small change could flip it.
 NEAR_THRESHOLD = 0.1
+#: Settings a message may change relatively ("more transparent", "lower the threshold"), and their bounds.
+RELATIVE_SETTINGS = {"opacity": (0.05, 1.0), "threshold": (0.05, 1.0)}
+#: The method offered as "another method" after an "is it looking here?" answer (Grad-CAM when it is already used).
+OTHER_METHOD = "gradcam++"
 
 
 def ask(key: str, **fields: Any) -> str:
@@ -560,11 +575,8 @@ def answer_setting(state: SessionState, intent: Intent) -> Reply:
         return render_reply(state, "setting", intent, settings=state.settings, colormaps=list(COLORMAPS),
                             changed=None, suggestions=[ask("use", name=name) for name in list(COLORMAPS)[:3]],
                             data={"settings": dataclasses.asdict(state.settings)})
-    value = intent.value
-    if intent.setting == "opacity" and isinstance(value, str):  # "more transparent": relative to the current one
-        value = float(np.clip(state.settings.opacity + float(value), 0.05, 1.0))
     try:
-        state.update_settings(**{intent.setting: value})
+        apply_setting(state, intent)
     except SettingError as err:
         return error_reply(state, err, intent)
     images, result = [], None
@@ -581,6 +593,19 @@ def answer_setting(state: SessionState, intent: Intent) -> Reply:
                               **({"explanation": result.to_dict()} if result is not None else {})})
 
 
+def apply_setting(state: SessionState, intent: Intent) -> None:
+    """Change the setting ``intent`` names; a relative value ("+0.15", "-0.1") moves the current one, within bounds.
+
+    Raises :class:`SettingError` for a value out of range (nothing changes then).
+    """
+    value = intent.value
+    if isinstance(value, str) and intent.setting in RELATIVE_SETTINGS:  # "more transparent", "lower the threshold"
+        low, high = RELATIVE_SETTINGS[intent.setting]
+        value = float(np.clip(getattr(state.settings, intent.setting) + float(value), low, high))
+        value = round(value, 4) if intent.setting == "threshold" else value
+    state.update_settings(**{intent.setting: value})
+
+
 def answer_greeting(state: SessionState, intent: Intent) -> Reply:
     return render_reply(state, "greeting", intent, has_image=state.current is not None, model=state.model.name,
                         suggestions=list(EXAMPLE_QUESTIONS[:4]) if state.current
@@ -595,6 +620,157 @@ def answer_unknown(state: SessionState, intent: Intent) -> Reply:
     return render_reply(state, "unknown", intent, question=intent.text, examples=EXAMPLE_QUESTIONS,
                         has_image=state.current is not None, suggestions=list(EXAMPLE_QUESTIONS[:4]),
                         data={"examples": list(EXAMPLE_QUESTIONS)})
+
+
+# ------------------------------------------------------------------------------- "is it looking here?"
+
+
+def expected_from_text(state: SessionState, text: str) -> ExpectedRegion:
+    """The region typed in ``text`` on the current image: a box in pixels or place words of the 3×3 grid.
+
+    Four numbers are ``x, y, w, h`` in the pixels of the image as uploaded (corners ``x1, y1, x2, y2`` when the text
+    says so); a box partly outside is cut to the image. Place words name grid cells ("lower left").
+
+    Raises
+    ------
+    RegionError
+        Neither four numbers nor a place, a box without area, or a box entirely outside the image.
+    """
+    entry = _current(state)
+    phrase = region_phrase(text) or str(text)
+    width, height = entry.original_size
+    shown = clip_box(region_from_text(phrase, (height, width)), (height, width))  # the user's pixels
+    box = _scaled_box(shown, entry)
+    words = not any(ch.isdigit() for ch in phrase)
+    return ExpectedRegion(entry.number, box_mask(box, entry.image.shape[:2]), box, "words" if words else "box",
+                          said=clean_text(phrase, 80), shown_box=shown)
+
+
+def _scaled_box(box: tuple[int, int, int, int], entry: ImageEntry) -> tuple[int, int, int, int]:
+    """A box in the uploaded image's pixels as a box in the explained image's (they differ for shrunk uploads)."""
+    (width, height), (orig_w, orig_h) = entry.size, entry.original_size
+    if (width, height) == (orig_w, orig_h):
+        return box
+    sx, sy = width / orig_w, height / orig_h
+    x, y, w, h = box
+    return clip_box((round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))), (height, width))
+
+
+def expected_from_mask(state: SessionState, source: Any) -> ExpectedRegion:
+    """A painted or uploaded mask of the region on the current image, resized to it.
+
+    ``source`` is an array (H×W or H×W×C, any dtype: the non-zero or bright part; an RGBA brush layer: where alpha
+    is above 0), a PIL image, a file path or an upload dict ``{"path": ...}`` (see
+    :func:`explainer.groundtruth.read_mask`).
+
+    Raises
+    ------
+    RegionError
+        An empty mask, or one whose proportions differ from the image's.
+    """
+    entry = _current(state)
+    if isinstance(source, dict):
+        source = source.get("path")
+        if source is None:
+            raise RegionError("The mask upload carried no file.")
+    mask = read_mask(_brush_layer(source), entry.image.shape[:2])
+    return ExpectedRegion(entry.number, mask, None, "mask")
+
+
+def _brush_layer(source: Any) -> Any:
+    """An RGBA array whose alpha varies (a brush layer) as its painted part, alpha > 0; anything else unchanged.
+
+    An RGBA array that is transparent everywhere is nothing painted (an empty mask, whatever its colours)."""
+    if not isinstance(source, np.ndarray) or source.ndim != 3 or source.shape[-1] != 4:
+        return source
+    alpha = np.nan_to_num(source[..., 3].astype(np.float64))
+    if alpha.max() <= 0 or alpha.min() < alpha.max():
+        return alpha > 0
+    return source
+
+
+def _current(state: SessionState) -> ImageEntry:
+    if state.current is None:
+        raise RegionError("There is no image yet to lay the region on: upload the image first.")
+    return state.current
+
+
+def answer_expected(state: SessionState, intent: Intent, header: str | None = None) -> Reply:
+    """Is the map looking where the user expects the evidence? The region typed in the message, else the one
+    remembered for the current image; the class named, else the one asked about last, else the top class (the top
+    finding of a multi-label model). A method named becomes the method in use (as "use ..." does).
+
+    ``header`` says what a follow-up changed (``method``, ``setting``); the reply's intent is always ``expected``.
+    """
+    if intent.region:
+        state.set_expected(expected_from_text(state, intent.region))
+    expected = state.expected_region()
+    if expected is None:
+        return no_region_reply(state, intent)
+    if intent.method:
+        state.update_settings(method=intent.method)
+    target = intent.target if intent.target else expected.target
+    result = _explained(state, dataclasses.replace(intent, target=target))
+    if isinstance(result, Reply):
+        return result
+    state.remember_target(result.target_index if target is not None else None)
+    comparison = compare_region(result, box=expected.box) if expected.box else compare_region(result,
+                                                                                              mask=expected.mask)
+    distance = float(metrics.peak_distance(None, [result.image], [result.heatmap], masks=[expected.mask])[0])
+    picture = state.picture(
+        ("expected", id(result), expected.serial, state.settings.opacity, state.settings.colormap),
+        lambda: draw_expected(draw_region(state.overlay(result), result.region), expected.mask), result)
+    facts = _warnings(state, result)
+    summary = {key: comparison[key] for key in ("energy_inside", "hit", "iou", "verdict", "coverage", "tolerance")}
+    summary.update(peak=list(result.region.peak), peak_distance=round(distance, 2), region={
+        "box": list(expected.shown_box or expected.box) if expected.box else None, "pixels": expected.pixels,
+        "given_as": expected.given_as, "said": expected.said})
+    return render_reply(
+        state, "expected", intent, kind=I.EXPECTED, header=header, changed=intent.setting, result=result,
+        method=method_name(result.method), expected=expected, comparison=comparison, distance=distance,
+        empty_map=not bool(np.any(result.heatmap > 0)), wrong_reason=WRONG_REASON_THRESHOLD,
+        multilabel=is_multilabel(result),
+        threshold=result.decision_threshold, size=state.current.original_size, **facts,
+        images=[(picture, caption("expected", method=method_name(result.method), label=result.target_label,
+                                  probability=result.probability, image=state.current.number))],
+        suggestions=_expected_suggestions(state, result),
+        data={"header": header, "expected": summary, "explanation": result.to_dict(), **_head_data(result),
+              **_facts_data(facts)},
+        footer=result)
+
+
+def answer_expected_follow_up(state: SessionState, intent: Intent) -> Reply:
+    """After an "is it looking here?" answer, another class ("and for square?"), method ("with Grad-CAM++?") or
+    setting ("lower the threshold") is the same question again, about the same region."""
+    if intent.name == I.SETTING:
+        try:
+            apply_setting(state, intent)
+        except SettingError as err:
+            return error_reply(state, err, intent)
+    header = {I.USE_METHOD: "method", I.SETTING: "setting"}.get(intent.name)
+    return answer_expected(state, dataclasses.replace(intent, region=None), header=header)
+
+
+def _expected_suggestions(state: SessionState, result: Explanation) -> list[str]:
+    """The follow-ups that reuse the region: another class, another method, a lower threshold, the trust check."""
+    options = []
+    runner = next((p for p in result.predictions if p.index != result.target_index), None)
+    if runner is not None:
+        options.append(ask("what_about", label=runner.label))
+    other = OTHER_METHOD if result.method != OTHER_METHOD else "gradcam"
+    if other in METHODS:
+        options.append(ask("with_method", name=method_name(other)))
+    low, _high = RELATIVE_SETTINGS["threshold"]
+    if state.settings.threshold - THRESHOLD_STEP >= low:
+        options.append(ask("lower_threshold"))
+    options.append(ask("trust"))
+    return options
+
+
+def no_region_reply(state: SessionState, intent: Intent) -> Reply:
+    """"Is it looking where it should?" with no region said yet for this image: how to say one."""
+    return render_reply(state, "no_region", intent, kind="no_region", error=True, size=state.current.original_size,
+                        suggestions=[ask("expected_example"), ask("why")], data={})
 
 
 # ---------------------------------------------------------------------------------------- problem replies

@@ -8,10 +8,13 @@ everything it remembers lives in its :class:`~explainer.chat.session.SessionStat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ..cams import METHODS
 from ..errors import ExplainerError, ImageError
@@ -98,8 +101,8 @@ class ChatSession:
 
     # ------------------------------------------------------------------------------------------------- turns
 
-    def respond(self, text: str | None = "", files: Sequence[Any] = ()) -> Reply:
-        """Answer one message: ``text`` (may be empty) plus uploaded ``files`` (may be empty).
+    def respond(self, text: str | None = "", files: Sequence[Any] = (), region: Region = None) -> Reply:
+        """Answer one message: ``text`` (may be empty) plus uploaded ``files`` (may be empty), and perhaps a region.
 
         Parameters
         ----------
@@ -107,22 +110,33 @@ class ChatSession:
             The user's message, any length (only the start is read), any characters.
         files : sequence
             Image file paths (or ``{"path": ...}`` dicts, PIL images, arrays). Each becomes a new image of the
-            conversation; the last one is the current image.
+            conversation; the last one is the current image. With a message that calls it a mask ("here is the
+            mask", "mask of the lesion", "the expected region"), the last file is instead the mask of the region
+            the evidence should be in, on the current image (see ``region``).
+        region : str or numpy.ndarray, optional
+            Where the user expects the evidence on the current image (after adding ``files``): a typed box
+            (``"40, 60, 80, 80"`` as x, y, w, h; corners ``"x1,y1,x2,y2 = 10,10,50,50"`` when the text says so) or
+            place words (``"lower left"``); or a mask array (H×W or H×W×C, any size with the image's proportions,
+            any dtype: the non-zero or bright part; an RGBA brush layer: where alpha > 0), resized to the image.
+            Given, the answer is "is it looking here?" (intent ``expected``) whatever the text says; the text may
+            add a class ("for square") or a method ("with gradcam++"). A blank string counts as no region.
 
         Returns
         -------
         Reply
-            Never raises: a bad image, an unknown class or any other :class:`ExplainerError` becomes a friendly
-            reply (``reply.error`` set), and an unexpected exception becomes an apology (and a log entry). The
-            conversation state survives both.
+            Never raises: a bad image, an unknown class, an unusable region or any other :class:`ExplainerError`
+            becomes a friendly reply (``reply.error`` set), and an unexpected exception becomes an apology (and a
+            log entry). The conversation state survives both: a bad region leaves the images and the current image
+            as they were.
         """
         started = time.perf_counter()
         files = list(files or ())
         with self.state.lock:
             self.state.turns += 1
-            reply = self._safely(lambda: self._turn(text or "", files),
+            reply = self._safely(lambda: self._turn(text or "", files, region),
                                  "chat turn failed (text=%r, %d files)", (text or "")[:200], len(files))
             reply.data.setdefault("elapsed_ms", round(1000 * (time.perf_counter() - started), 2))
+            self._remember(reply)
             return reply
 
     def progress_note(self, text: str | None) -> str | None:
@@ -139,10 +153,18 @@ class ChatSession:
         with self.state.lock:
             self.state.set_model(model)
             if self.state.current is None:
-                return self._safely(lambda: answers.answer_model(self.state, Intent(I.MODEL)),
-                                    "answer after a model switch failed")
-            return self._safely(lambda: answers.answer_why(self.state, Intent(I.MODEL), header="model"),
-                                "answer after a model switch failed")
+                reply = self._safely(lambda: answers.answer_model(self.state, Intent(I.MODEL)),
+                                     "answer after a model switch failed")
+            else:
+                reply = self._safely(lambda: answers.answer_why(self.state, Intent(I.MODEL), header="model"),
+                                     "answer after a model switch failed")
+            return self._remember(reply)
+
+    def _remember(self, reply: Reply) -> Reply:
+        """Note which question was answered (follow-ups depend on it); problems leave the last answer as it was."""
+        if not reply.error:
+            self.state.last_answer = reply.intent
+        return reply
 
     def refuse(self, err: ExplainerError) -> Reply:
         """The reply for input refused before this conversation saw it (e.g. a file that was not uploaded)."""
@@ -158,16 +180,46 @@ class ChatSession:
             logger.exception(log_message, *log_args)
             return answers.apology_reply(self.state)
 
-    def _turn(self, text: str, files: list) -> Reply:
+    def _turn(self, text: str, files: list, region: Region) -> Reply:
         """Add the uploaded images, read the message and answer it. Notes the image loader made about a new upload
         (e.g. which frame of a multi-frame DICOM file is explained) open the answer, whatever the question was."""
-        added, problems = self._add_images(files)
-        reply = self._answer(text, added, problems)
+        if isinstance(region, str) and not region.strip():
+            region = None
+        if region is not None:
+            reply, added = self._region_turn(text, files, region)
+        elif files and I.names_mask(text):
+            reply, added = self._region_turn(text, files[:-1], files[-1], mask_file=True)
+        else:
+            added, problems = self._add_images(files)
+            reply = self._answer(text, added, problems)
         noted = [{"number": e.number, "notes": list(e.notes)} for e in added if e.notes]
         if noted:
             reply.markdown = render("image_notes", entries=noted) + "\n\n" + reply.markdown
             reply.data["image_notes"] = noted
         return reply
+
+    def _region_turn(self, text: str, files: list, region: Any, mask_file: bool = False) -> tuple[Reply, list]:
+        """"Is it looking here?" with a region given beside the message (or a mask uploaded with it), on the
+        current image after adding ``files``. An unusable region undoes the turn's uploads and says why."""
+        state = self.state
+        checkpoint = state.checkpoint()
+        added, problems = self._add_images(files)
+        intent = parse(text, vocab(state))
+        if problems:
+            return answers.bad_image_reply(state, problems, added), added
+        if state.current is None:
+            return answers.no_image_reply(state, intent), added
+        try:
+            if isinstance(region, str):
+                expected = answers.expected_from_text(state, region)
+            else:
+                expected = answers.expected_from_mask(state, region)
+        except ExplainerError as err:
+            state.restore(checkpoint)
+            return answers.error_reply(state, err, intent), []
+        state.set_expected(expected)
+        asked = dataclasses.replace(intent, name=I.EXPECTED, region=None)
+        return answers.answer_expected(state, asked, header="mask" if mask_file else None), added
 
     def _answer(self, text: str, added: list[ImageEntry], problems: list[tuple[str, str]]) -> Reply:
         state = self.state
@@ -186,6 +238,8 @@ class ChatSession:
         question = QUESTIONS[intent.name]
         if question.needs_image and state.current is None:
             return answers.no_image_reply(state, intent)
+        if _follows_expected(state, intent):
+            return answers.answer_expected_follow_up(state, intent)
         return question.answer(state, intent)
 
     def _add_images(self, files: list) -> tuple[list[ImageEntry], list[tuple[str, str]]]:
@@ -204,6 +258,22 @@ class ChatSession:
         return twin
 
 
+#: What :meth:`ChatSession.respond` takes as the expected region: typed text, a mask array, or nothing.
+Region = str | np.ndarray | None
+
+
+def _follows_expected(state: SessionState, intent: Intent) -> bool:
+    """True when ``intent`` asks the last "is it looking here?" again for another class ("and for square?"),
+    method ("with Grad-CAM++?") or setting ("lower the threshold"), on the image whose region is remembered."""
+    if state.last_answer != I.EXPECTED or state.expected_region() is None:
+        return False
+    if intent.name == I.CLASS:
+        return bool(intent.target)
+    if intent.name == I.USE_METHOD:
+        return intent.method is not None
+    return intent.name == I.SETTING and intent.setting is not None and intent.value is not None
+
+
 def _file_name(source: Any) -> str:
     """How a message may call an upload: its file name, but never a DICOM file's (often the patient's name)."""
     path = source.get("path") if isinstance(source, dict) else source
@@ -217,7 +287,8 @@ def vocab(state: SessionState) -> Vocab:
         models=state.model_names, colormaps=tuple(COLORMAPS)))
 
 
-def answer_once(model: LoadedModel, image: Any, question: str = "", **settings: Any) -> Reply:
+def answer_once(model: LoadedModel, image: Any, question: str = "", region: Region = None,
+                **settings: Any) -> Reply:
     """Answer ``question`` about ``image`` with ``model`` in a fresh, throw-away conversation.
 
     Parameters
@@ -228,6 +299,9 @@ def answer_once(model: LoadedModel, image: Any, question: str = "", **settings: 
         The image (``None`` gives the "please upload an image" reply).
     question : str
         Any question the chat understands; empty means "why?" (top-class explanation with overlay).
+    region : str or numpy.ndarray, optional
+        Where the evidence should be (see :meth:`ChatSession.respond`): given, the answer is "is it looking
+        here?" (intent ``expected``, numbers in ``reply.data["expected"]``).
     **settings :
         Initial :class:`Settings` fields (``method``, ``layer``, ``opacity``, ``colormap``, ``threshold``,
         ``top_k``); an invalid value gives an error reply.
@@ -243,4 +317,4 @@ def answer_once(model: LoadedModel, image: Any, question: str = "", **settings: 
             chat.update_settings(**settings)
         except SettingError as err:
             return chat.refuse(err)
-    return chat.respond(question or "", [] if image is None else [image])
+    return chat.respond(question or "", [] if image is None else [image], region=region)

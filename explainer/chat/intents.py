@@ -39,6 +39,7 @@ HELP = "help"
 MODEL = "model"
 SETTING = "setting"
 IMAGE = "image"
+EXPECTED = "expected"
 GREETING = "greeting"
 UNKNOWN = "unknown"
 
@@ -132,7 +133,11 @@ class Intent:
         How many classes ("top 3").
     setting, value :
         A setting to change (``opacity``, ``colormap``, ``threshold``, ``top_k``) and its value; a string
-        ``"+0.15"``/``"-0.15"`` is a change relative to the current opacity.
+        ``"+0.15"``/``"-0.1"`` is a change relative to the current opacity or threshold.
+    region : str or None
+        Where the user expects the evidence, as typed and tidied for :func:`explainer.groundtruth.region_from_text`:
+        four numbers (``"40, 60, 80, 80"``, or ``"corners 10, 10, 50, 50"`` when the message said so) or place
+        words of the 3×3 grid (``"lower left"``). None in an "is it looking where it should?" that names no place.
     """
 
     name: str
@@ -148,6 +153,7 @@ class Intent:
     count: int | None = None
     setting: str | None = None
     value: float | str | None = None
+    region: str | None = None
     corrected: str = field(default="", repr=False)
 
 
@@ -391,6 +397,10 @@ def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
         return {"setting": "opacity", "value": "+0.15"}
     if match := re.search(rf"\bthreshold\b\D*?{value}", text):
         return {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
+    if _has(text, rf"\b(?:{_LOWER}) (?:\w+ ){{0,2}}?thresholds?\b|\bthreshold (?:lower|down|smaller)\b"):
+        return {"setting": "threshold", "value": f"-{THRESHOLD_STEP}"}
+    if _has(text, rf"\b(?:{_RAISE}) (?:\w+ ){{0,2}}?thresholds?\b|\bthreshold (?:higher|up|bigger)\b"):
+        return {"setting": "threshold", "value": f"+{THRESHOLD_STEP}"}
     if match := re.search(r"\btop[\s\-]?k\b\D*?(\d{1,2})", text):
         return {"setting": "top_k", "value": int(match.group(1))}
     maps = [name for name in vocab.colormaps if re.search(rf"\b{re.escape(name.lower())}\b", text)]
@@ -400,6 +410,12 @@ def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
     if _has(text, r"\b(?:colou?r ?map|cmap|palette)\b"):
         return {"setting": "colormap", "value": None}
     return None
+
+
+#: How much "lower the threshold" / "raise the threshold" moves it (a fraction of the map's maximum).
+THRESHOLD_STEP = 0.1
+_LOWER = r"lower|lowering|reduce|decrease|drop|smaller|loosen|relax|less strict"
+_RAISE = r"raise|raising|increase|higher|bigger|larger|tighten|stricter|more strict"
 
 
 def _fraction(number: str, percent: str | None) -> float:
@@ -576,6 +592,91 @@ def region(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
                           r"draw|area)\b|\bcut (?:it )?out\b|\bwhere exactly\b"):
         return {}
     return None
+
+
+# --- "is it looking here?": a region the user expects the evidence in, typed as a box or as place words
+
+_BOX_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\w)")  # a number on its own, not the 1 of "x1" (as groundtruth)
+_CORNERS = re.compile(r"\bx1\b|\bx2\b|\by2\b|\bcorners?\b|\d\s*\)?\s+to\s+\(?\s*-?\d")
+# A place of the 3×3 grid ("lower left", "top-right corner", "center", "the left"), but not "the right place",
+# "top 3", "the top class" or "a middle layer".
+_PLACE = (r"(?P<place>(?:upper|top|lower|bottom|middle|centre|center|central)(?:[\s\-]+(?:left|right|middle|centre|"
+          r"center))?|left|right)(?![\s\-]*(?:\d|place|spot|thing|things|reason|reasons|class|classes|guess|guesses|"
+          r"prediction|predictions|k\b|one|ones|finding|findings|label|labels|layer|layers|answer|way|track|now))")
+_PLACE_CUES = (
+    # "is it looking at the lower left", "it should be in the top right", "the lesion is at the center"
+    rf"\b(?:look|looks|looking|looked|focus|focuses|focusing|focused|attend|attends|attending|point|points|pointing|"
+    rf"is|are|be|lies|lie|lying|sits|sit|located|appears?|evidence|lesion|object|finding|shape|tumou?r|nodule|"
+    rf"it|heat) (?:at|in|on|to|towards|near) (?:the |its |my |your )?(?:very )?{_PLACE}",
+    # "does it look where it should: top right", "expected region: lower left"
+    rf"\bwhere (?:it|the model|the map|the heatmap|the evidence|you) (?:should|ought|must)\b.*?\b{_PLACE}",
+    rf"\bexpected (?:region|place|area|location|box)\b.*?\b{_PLACE}",
+)
+# "does it look where it should?" without a place: the region said before, or a request to say one.
+_EXPECT_WORDS = (r"\bwhere (?:it|the model|the map|the heatmap|the evidence) (?:should|ought to|must)\b"
+                 r"|\bwhere (?:i|we) (?:expect|expected|think|want)\b|\b(?:my|the) expected (?:region|place|area)\b"
+                 r"|\blooking here\b")
+# Words that say a number sequence is a region: "is it looking at 40, 60, 80", "the box 1 2 3".
+_BOX_CUES = r"\b(?:at|look|looking|box|region|lesion|evidence|should|expect|expected|x1|corners?|pixels?|px)\b"
+
+
+def expected(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Where the user expects the evidence: "is it looking at 40, 60, 80, 80?", "it should be in the lower left"."""
+    phrase = region_phrase(message.raw)
+    if phrase is not None:
+        return {"region": phrase}
+    numbers = _BOX_NUMBER.findall(message.raw)
+    if 2 <= len(numbers) <= 8 and _has(message.text, _BOX_CUES):  # a box with a number too many or too few
+        return {"region": message.raw}  # the answer says what a box is
+    if _has(message.text, _EXPECT_WORDS):
+        return {"region": None}
+    return None
+
+
+def region_phrase(text: str) -> str | None:
+    """The region a message states, tidied for :func:`explainer.groundtruth.region_from_text`, or None.
+
+    Exactly four numbers are a box: ``"40, 60, 80, 80"`` (x, y, width, height), or ``"corners 10, 10, 50, 50"``
+    when the message says so ("x1,y1,x2,y2", "corners", "from 10,10 to 50,50"). Otherwise place words of the 3×3
+    grid after a cue ("looking at the lower left", "should be in the top right", "where it should: center").
+
+    Parameters
+    ----------
+    text : str
+        A message as typed (or the app's region field).
+
+    Returns
+    -------
+    str or None
+        None when the message states no region.
+    """
+    raw = clean_text(str(text or ""), MAX_QUESTION_CHARS)
+    numbers = _BOX_NUMBER.findall(raw)
+    if len(numbers) == 4:
+        corners = _CORNERS.search(raw.lower()) is not None
+        return ("corners " if corners else "") + ", ".join(numbers)
+    lowered = " ".join(re.findall(r"[\w'\-]+|:", raw.lower()))
+    for cue in _PLACE_CUES:
+        if match := re.search(cue, lowered):
+            return " ".join(re.findall(r"[a-z]+", match.group("place")))
+    return None
+
+
+_MASK_WORDS = (r"\bmasks?\b|\bexpected (?:region|area|place|location|box)\b|\bground[\s\-]?truth\b|\bannotations?\b"
+               r"|\bsegmentation\b|\b(?:my|our) (?:region|area|drawing)\b|\bwhere (?:it|the model|the evidence) "
+               r"(?:should|ought to|must)\b")
+_MASK_AS_CLASS = (r"\b(?:is (?:it|this|that)|why not|what about|how about|could it be|might it be|not) "
+                  r"(?:an? |the )?masks?\b")
+
+
+def names_mask(text: str) -> bool:
+    """True when a message that comes with a file calls that file a mask of the expected region.
+
+    "here is the mask", "mask of the lesion", "the expected region", "ground truth"; but "is it a mask?" asks about a
+    class (ImageNet has one).
+    """
+    lowered = clean_text(str(text or ""), MAX_QUESTION_CHARS).lower()
+    return _has(lowered, _MASK_WORDS) and not _has(lowered, _MASK_AS_CLASS)
 
 
 _CLASS_PATTERNS_STRONG = (

@@ -60,6 +60,7 @@ QUESTIONS: dict[str, Question] = {q.name: q for q in (
     Question(I.MODEL, A.answer_model),
     Question(I.SETTING, A.answer_setting),
     Question(I.IMAGE, A.answer_image, needs_image=True),
+    Question(I.EXPECTED, A.answer_expected, needs_image=True),
     Question(I.GREETING, A.answer_greeting),
     Question(I.UNKNOWN, A.answer_unknown),
 )}
@@ -73,6 +74,7 @@ INTENTS: tuple[str, ...] = tuple(QUESTIONS)
 RULES: tuple[tuple[str, Rule], ...] = (
     (I.HELP, I.help_request),          # "what can I ask?": an exact request, whatever else it names
     (I.GREETING, I.greeting),          # short small talk only ("thanks, great")
+    (I.EXPECTED, I.expected),          # a box or a place the evidence should be in, whatever else it names
     (I.SETTING, I.setting),            # "use viridis", "opacity 30 %": before model/method "use ..." forms
     (I.MODEL, I.model),                # "switch to the shapes model"
     (I.TEACH, I.teach),                # "what is Grad-CAM?" names a method but asks how it works

@@ -115,6 +115,45 @@ class ImageEntry:
                 "original_size": list(self.original_size)}
 
 
+@dataclass(eq=False)  # holds an array: compared by identity
+class ExpectedRegion:
+    """Where the user expects the evidence on one image: the region "is it looking here?" compares maps with.
+
+    Attributes
+    ----------
+    number : int
+        The image it was given for (:attr:`ImageEntry.number`); it means nothing on another image.
+    mask : numpy.ndarray
+        Boolean mask at the size of the image as explained (:attr:`ImageEntry.image`).
+    box : tuple of int or None
+        ``(x, y, w, h)`` in the explained image's pixels when the region is a box (typed, or the cells of place
+        words); None for a painted or uploaded mask.
+    given_as : str
+        ``box``, ``words`` or ``mask``: how the user stated it.
+    said : str
+        What the user stated, tidied (``"40, 60, 80, 80"``, ``"lower left"``; empty for a mask).
+    shown_box : tuple of int or None
+        ``box`` in the pixels of the image as uploaded (different only when a large upload was shrunk).
+    target : int, str or None
+        The class the last answer about this region explained (follow-ups keep it until another is named).
+    serial : int
+        Unique within the conversation (keys cached pictures).
+    """
+
+    number: int
+    mask: np.ndarray
+    box: tuple[int, int, int, int] | None
+    given_as: str
+    said: str = ""
+    shown_box: tuple[int, int, int, int] | None = None
+    target: int | str | None = None
+    serial: int = 0
+
+    @property
+    def pixels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
 @dataclass
 class _LRU:
     """A small least-recently-used cache."""
@@ -167,10 +206,13 @@ class SessionState:
         self.settings = (settings or Settings()).validated()
         self.images: list[ImageEntry] = []
         self.current: ImageEntry | None = None
+        self.expected: ExpectedRegion | None = None  # the last region the user expects the evidence in
+        self.last_answer: str | None = None  # the intent of the last answer that was not an error (follow-ups)
         self.turns = 0
         self.explain_calls = 0  # how often the engine was asked for maps (tests and benchmarks read it)
         self.lock = threading.RLock()  # one turn at a time; the app may change settings from another thread
         self._counter = 0
+        self._regions = 0
         self._models: dict[int, LoadedModel] = {id(model): model}  # keeps ids unique while cached
         self._results = _LRU()
         self._pictures = _LRU()
@@ -238,7 +280,19 @@ class SessionState:
                 for cache in (self._results, self._pictures, self._facts):
                     cache.drop_image(gone.number)
             self.current = entry
+            self.expected = None  # a new image forgets the region expected on the previous one
             return entry
+
+    def checkpoint(self) -> tuple:
+        """What a turn may change in the image list: give it to :meth:`restore` to undo the turn's uploads."""
+        with self.lock:
+            return list(self.images), self.current, self.expected
+
+    def restore(self, checkpoint: tuple) -> None:
+        """Undo the uploads since :meth:`checkpoint` (their numbers are not reused, so no cache entry goes stale)."""
+        with self.lock:
+            images, self.current, self.expected = checkpoint
+            self.images = list(images)
 
     def find_image(self, ref: str) -> ImageEntry | None:
         """The image ``ref`` points at: ``previous``, ``first``, ``latest`` or a 1-based number; None if none."""
@@ -254,6 +308,28 @@ class SessionState:
         if ref.isdigit():
             return next((e for e in self.images if e.number == int(ref)), None)
         return None
+
+    # --------------------------------------------------------------------------------------- expected region
+
+    def set_expected(self, region: ExpectedRegion) -> ExpectedRegion:
+        """Remember ``region`` (for its image) as the region follow-up questions compare maps with."""
+        with self.lock:
+            self._regions += 1
+            self.expected = dataclasses.replace(region, serial=self._regions)
+            return self.expected
+
+    def remember_target(self, target: int | str | None) -> None:
+        """The class the last answer about the expected region explained (kept for follow-ups)."""
+        with self.lock:
+            if self.expected is not None:
+                self.expected = dataclasses.replace(self.expected, target=target)
+
+    def expected_region(self) -> ExpectedRegion | None:
+        """The remembered expected region if it belongs to the current image, else None."""
+        found = self.expected
+        if found is None or self.current is None or found.number != self.current.number:
+            return None
+        return found
 
     # ------------------------------------------------------------------------------------------- explanations
 
@@ -364,7 +440,10 @@ class SessionState:
         twin = SessionState(self.model, self.loader, self.model_names, copy.copy(self.settings))
         twin.images = list(self.images)
         twin.current = self.current
+        twin.expected = self.expected
+        twin.last_answer = self.last_answer
         twin._counter = self._counter
+        twin._regions = self._regions
         twin._models = dict(self._models)
         for name in ("_results", "_pictures", "_facts"):
             getattr(twin, name).items.update(getattr(self, name).items)
