@@ -210,7 +210,7 @@ class ChatSession:
         if state.current is None:
             return answers.no_image_reply(state, intent), added
         try:
-            if isinstance(region, str):
+            if isinstance(region, str) and not mask_file:
                 expected = answers.expected_from_text(state, region)
             else:
                 expected = answers.expected_from_mask(state, region)
