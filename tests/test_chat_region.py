@@ -216,6 +216,7 @@ def test_follow_ups_reuse_the_region(chat):
 
 def test_follow_ups_are_plain_questions_after_any_other_answer(chat):
     chat.respond("it should be in the lower left")
+    assert chat.respond("top-k 3").intent == I.SETTING  # a setting that changes nothing here: its own answer
     assert chat.respond("why?").intent == I.WHY
     assert chat.respond("and for cross?").intent == I.CLASS
     assert chat.respond("does it look where it should?").intent == I.EXPECTED  # the region is still remembered
@@ -286,6 +287,15 @@ def test_a_bad_mask_upload_adds_no_image(chat, square, tmp_path):
     reply = chat.respond("the expected region", [str(text_file)])
     assert reply.error and _state(chat) == before
     assert "notes.txt" in _words(reply.markdown) and str(tmp_path) not in _words(reply.markdown)
+
+
+def test_an_image_and_a_typed_box_in_one_message(chat, square):
+    before = _state(chat)
+    bad = chat.respond("is it looking at 500, 500, 20, 20?", [square[0]])
+    assert bad.error and "lies outside the image" in _words(bad.markdown) and _state(chat) == before
+    good = chat.respond("is it looking at 0, 86, 43, 42?", [square[0]])
+    assert len(chat.images) == before[0] + 1 and good.data["image"]["number"] == chat.current.number
+    assert good.data["expected"]["region"]["box"] == list(LOWER_LEFT)
 
 
 def test_a_region_before_any_image_asks_for_one(shapes):

@@ -5,6 +5,8 @@
 >>> chat = ChatSession(load_model("shapes"))
 >>> reply = chat.respond("why?", ["circle.png"])
 >>> reply.markdown, reply.images[0][1], reply.suggestions
+>>> reply = chat.respond("is it looking at 40, 60, 80, 80?")  # or region="lower left", or region=mask_array
+>>> reply.data["expected"]  # energy_inside, hit, iou, verdict, region {box, pixels}
 
 The package in layers, each importing only the ones below it:
 
@@ -35,7 +37,7 @@ from .models_menu import (
 )
 from .questions import INTENTS, QUESTIONS, RULES, Question, parse
 from .reply import Reply
-from .session import MAX_TOP_K, ImageEntry, SessionState, SettingError, Settings
+from .session import MAX_TOP_K, ExpectedRegion, ImageEntry, SessionState, SettingError, Settings
 from .text import escape_markdown, render
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "QUESTIONS",
     "RULES",
     "ChatSession",
+    "ExpectedRegion",
     "ImageEntry",
     "Intent",
     "ModelMenu",

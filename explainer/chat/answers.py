@@ -713,7 +713,7 @@ def answer_expected(state: SessionState, intent: Intent, header: str | None = No
     result = _explained(state, dataclasses.replace(intent, target=target))
     if isinstance(result, Reply):
         return result
-    state.remember_target(result.target_index if target is not None else None)
+    state.remember_target(result.target_label if target is not None else None)  # a label: survives a new model
     comparison = compare_region(result, box=expected.box) if expected.box else compare_region(result,
                                                                                               mask=expected.mask)
     distance = float(metrics.peak_distance(None, [result.image], [result.heatmap], masks=[expected.mask])[0])

@@ -185,8 +185,11 @@ class ChatSession:
         (e.g. which frame of a multi-frame DICOM file is explained) open the answer, whatever the question was."""
         if isinstance(region, str) and not region.strip():
             region = None
+        typed = parse(text, vocab(self.state)) if files and region is None else None
         if region is not None:
             reply, added = self._region_turn(text, files, region)
+        elif typed is not None and typed.name == I.EXPECTED and typed.region:  # a new image and a box for it
+            reply, added = self._region_turn(text, files, typed.region)
         elif files and I.names_mask(text):
             reply, added = self._region_turn(text, files[:-1], files[-1], mask_file=True)
         else:
@@ -271,7 +274,11 @@ def _follows_expected(state: SessionState, intent: Intent) -> bool:
         return bool(intent.target)
     if intent.name == I.USE_METHOD:
         return intent.method is not None
-    return intent.name == I.SETTING and intent.setting is not None and intent.value is not None
+    return intent.name == I.SETTING and intent.setting in _REDRAWN and intent.value is not None
+
+
+#: Settings whose change redraws or re-measures an "is it looking here?" answer.
+_REDRAWN = ("threshold", "opacity", "colormap")
 
 
 def _file_name(source: Any) -> str:

@@ -134,8 +134,9 @@ class ExpectedRegion:
         What the user stated, tidied (``"40, 60, 80, 80"``, ``"lower left"``; empty for a mask).
     shown_box : tuple of int or None
         ``box`` in the pixels of the image as uploaded (different only when a large upload was shrunk).
-    target : int, str or None
-        The class the last answer about this region explained (follow-ups keep it until another is named).
+    target : str or None
+        The label of the class the last answer about this region explained, None for the top class (follow-ups
+        keep it until another is named).
     serial : int
         Unique within the conversation (keys cached pictures).
     """
@@ -146,7 +147,7 @@ class ExpectedRegion:
     given_as: str
     said: str = ""
     shown_box: tuple[int, int, int, int] | None = None
-    target: int | str | None = None
+    target: str | None = None
     serial: int = 0
 
     @property
@@ -318,7 +319,7 @@ class SessionState:
             self.expected = dataclasses.replace(region, serial=self._regions)
             return self.expected
 
-    def remember_target(self, target: int | str | None) -> None:
+    def remember_target(self, target: str | None) -> None:
         """The class the last answer about the expected region explained (kept for follow-ups)."""
         with self.lock:
             if self.expected is not None:
