@@ -26,6 +26,7 @@ from .layers import LayerPath, resolve_layer
 from .models import LoadedModel
 from .region import DEFAULT_THRESHOLD, localize
 from .result import Explanation, Prediction
+from .transformers import as_feature_maps
 
 TOP_K = 5
 _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
@@ -69,11 +70,14 @@ def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
             chosen = tf.where(targets >= 0, targets, tf.argmax(logits, axis=-1, output_type=tf.int32))
             # Images in a batch are independent, so the gradient of the sum is each image's own gradient.
             score = tf.reduce_sum(tf.gather(logits, chosen, batch_dims=1))
-        return logits, acts, tape.gradient(score, acts), chosen
+        # A transformer's (batch, tokens, dim) → (batch, h, w, dim); a CNN's maps pass through untouched.
+        acts, grads = as_feature_maps(path.tokens, acts, tape.gradient(score, acts))
+        return logits, acts, grads, chosen
 
     @tf.function(input_signature=[_signature(model)])
     def without_gradients(x):
-        return replay(x)
+        logits, acts = replay(x)
+        return logits, as_feature_maps(path.tokens, acts)[0]
 
     return CompiledLayer(path, with_gradients, without_gradients)
 

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional, operation_fn
 
+from . import transformers
 from .errors import ModelError
 from .layers import LayerPath
 
@@ -130,9 +131,11 @@ class Replay:
 
         def run(*args, **kwargs):
             out = call(*args, **kwargs)
+            # Keras Hub's DeiT blocks return (tokens, attention scores): capture the tokens, pass both on.
+            seen = out[0] if isinstance(out, (tuple, list)) else out
             if tape is not None:
-                tape.watch(out)  # also works when the base is frozen (no trainable variables upstream)
-            captured.append(out)
+                tape.watch(seen)  # also works when the base is frozen (no trainable variables upstream)
+            captured.append(seen)
             return out
 
         return run
@@ -142,8 +145,13 @@ class Replay:
             if id(op) in overrides:
                 return overrides[id(op)]
             if id(op) in self._ancestors:
+                if not isinstance(op, keras.Model):  # a plain layer holding transformer blocks: its own call
+                    return lambda *args, **kwargs: transformers.run_inside(op, args, kwargs, swap)
                 return lambda inner, *args, **kwargs: self._run(op, inner, overrides)
             return operation_fn(op, training=False)
+
+        def swap(sublayer):
+            return op_fn(sublayer) if id(sublayer) in overrides or id(sublayer) in self._ancestors else None
 
         if isinstance(model, keras.Sequential):
             for layer in model.layers:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from .errors import LayerError
+from .transformers import Tokens, children, default_path, depth_paths, with_tokens
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class LayerPath:
     """A layer and the models that contain it, outermost first (the outer model itself is not included)."""
 
     layers: tuple[keras.layers.Layer, ...]
+    #: Set for a vision transformer's token-sequence layer: how its tokens lie on the patch grid (see
+    #: :mod:`explainer.transformers`); None for every other layer.
+    tokens: Tokens | None = None
 
     @property
     def layer(self) -> keras.layers.Layer:
@@ -33,20 +37,33 @@ class LayerPath:
 
     @property
     def output_shape(self) -> tuple:
+        if self.tokens is not None:  # a token sequence, seen as the feature map it becomes
+            return self.tokens.feature_shape
         return tuple(self.layer.output.shape)
 
 
 def walk(model: keras.Model, prefix: tuple = ()) -> Iterator[LayerPath]:
-    """Yield every layer of ``model`` in graph order, descending into nested models (depth first)."""
-    for layer in model.layers:
+    """Yield every layer of ``model`` in graph order, descending into nested models (depth first).
+
+    Also into the plain layers that hold a vision transformer's blocks (Keras Hub's encoders); the token-sequence
+    layers of a vision transformer come with :attr:`LayerPath.tokens` set.
+    """
+    paths = _walk(model, prefix)
+    return iter(paths if prefix else with_tokens(model, paths))
+
+
+def _walk(model: keras.Model | keras.layers.Layer, prefix: tuple) -> Iterator[LayerPath]:
+    inner = model.layers if isinstance(model, keras.Model) else children(model)
+    for layer in inner:
         path = (*prefix, layer)
         yield LayerPath(path)
-        if isinstance(layer, keras.Model):
-            yield from walk(layer, path)
+        yield from _walk(layer, path)
 
 
 def is_spatial(path: LayerPath) -> bool:
     """True for a layer whose output is one 4-D feature map with height and width both above 1."""
+    if path.tokens is not None:
+        return True  # a vision transformer's token sequence: a feature map on the patch grid
     layer = path.layer
     if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
         return False  # a nested model's output is its last layer's: count that layer instead
@@ -73,7 +90,10 @@ def usable_layers(paths: Sequence[LayerPath]) -> list[LayerPath]:
 
 def depth_layers(paths: Sequence[LayerPath], n: int = 4) -> list[LayerPath]:
     """About ``n`` of ``paths`` from input to head: the last layer of each resolution stage, thinned evenly (the last
-    layer always kept), or, when there are fewer stages than ``n``, topped up with activation outputs in between."""
+    layer always kept), or, when there are fewer stages than ``n``, topped up with activation outputs in between.
+    For a vision transformer: the embeddings and the norm before each block's attention, thinned evenly."""
+    if any(p.tokens is not None for p in paths):
+        return depth_paths(paths, n)
     ends: list[LayerPath] = []
     for path in paths:
         if ends and tuple(ends[-1].output_shape[1:3]) == tuple(path.output_shape[1:3]):
@@ -114,6 +134,9 @@ def find_target_layer(model: keras.Model) -> LayerPath:
     ``conv5_block3_out``) and skips 1×1 maps such as MobileNetV3's ``logits`` convolution. Output shapes are used
     rather than layer types because Keras 3 separable and depthwise convolutions are not ``Conv`` subclasses.
     """
+    transformer_default = default_path(walk(model))  # None for CNNs: see explainer.transformers.DEFAULT_BLOCK
+    if transformer_default is not None:
+        return transformer_default
     candidates = spatial_layers(model)
     if not candidates:
         raise LayerError(

@@ -21,6 +21,7 @@ import cv2
 import keras
 import numpy as np
 
+from . import hub
 from .demo import MODEL_NAMES as DEMO_MODELS
 from .demo import model_path as demo_model_path
 from .errors import ModelError
@@ -178,7 +179,8 @@ def load_model(
     ----------
     spec : str, path, keras.Model or None
         A ``.keras``/``.h5`` file, a built-in name (``shapes``, ``shapes-shortcut``, or an ImageNet model such as
-        ``mobilenet_v2``), an in-memory Keras model, or ``None`` for the default model
+        ``mobilenet_v2``), a Hugging Face model ``hf://owner/repo`` or a Keras Hub preset name (see
+        :mod:`explainer.hub`), an in-memory Keras model, or ``None`` for the default model
         (see :func:`default_model`).
     labels : list of str or path, optional
         Class names, or a text file with one label a line. Overrides the sidecar.
@@ -188,7 +190,8 @@ def load_model(
         ``True`` loads a model *file* with Keras safe mode off, so ``Lambda`` layers (arbitrary Python code) load:
         only for files you wrote or otherwise trust. ``None`` (default) trusts exactly the files listed in
         ``EXPLAINER_TRUSTED_MODELS`` (see :func:`trusted_paths`). ``False`` never trusts, whatever the
-        environment says: use it for files uploaded by others.
+        environment says: use it for files uploaded by others. Anything downloaded (``hf://``, Keras Hub presets)
+        is always loaded in safe mode, whatever ``trust`` says.
 
     Raises
     ------
@@ -209,7 +212,7 @@ def load_model(
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line's model options (``explain``, ``audit``): --model, --labels, --preprocess, --trust-model."""
-    parser.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: see README)")
+    parser.add_argument("--model", help="a .keras/.h5 file, hf://owner/repo or a built-in name (default: see README)")
     parser.add_argument("--labels", help="text file with one class label a line")
     parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
     parser.add_argument("--trust-model", action="store_true",
@@ -241,6 +244,8 @@ def is_trusted(path: str | os.PathLike) -> bool:
 
 def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict, str]:
     name = spec.strip()
+    if hub.is_hub_spec(name):  # downloaded: safe mode always, whatever `trust` says
+        return hub.load(name, _open_downloaded)
     if name.lower() in DEMO_MODELS:
         path = demo_model_path(name.lower())
         return load_model_file(path), read_sidecar(path), name.lower()
@@ -252,8 +257,10 @@ def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict,
 
     zoo_name = zoo.resolve_name(name)
     if zoo_name is None:
+        if hub.is_preset(name):  # a Keras Hub preset name, from Kaggle
+            return hub.load(name, _open_downloaded)
         known = ", ".join((*DEMO_MODELS, *zoo.ZOO))
-        raise ModelError(f"Unknown model {name!r}. Give a .keras/.h5 file or one of: {known}.")
+        raise ModelError(f"Unknown model {name!r}. Give a .keras/.h5 file, hf://owner/repo, or one of: {known}.")
     try:
         model = zoo.build(zoo_name)
     except zoo.WeightsUnavailable as err:
@@ -267,6 +274,11 @@ def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict,
         "training": entry.reference,  # the published ImageNet accuracy of these weights
     }
     return model, meta, zoo_name
+
+
+def _open_downloaded(path: Path) -> tuple[keras.Model, dict]:
+    """A model file fetched from the Hub, never trusted, with its sidecar (see :mod:`explainer.hub`)."""
+    return load_model_file(path, trust=False), read_sidecar(path)
 
 
 def load_model_file(path: str | os.PathLike, trust: bool = False) -> keras.Model:
