@@ -68,6 +68,8 @@ QUEUE_SIZE = 64
 MAX_FILE_SIZE = "200mb"
 #: The answer to any failure we did not foresee: logged in full on the server, never shown.
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
+#: The brush colour of "Where should it look?" (also the outline of the visitor's region in answers).
+REGION_COLOUR = "#ff00ff"
 #: The Audit tab's model choice meaning "the model answering in the chat" (e.g. the visitor's uploaded model).
 CURRENT_MODEL = "(current)"
 #: Temporary files (uploads, answer pictures) live this long (seconds), swept this often: as long as a session.
@@ -181,6 +183,17 @@ def fold(messages: list[dict], limit: int, folded: int = 0) -> tuple[list[dict],
     if not folded:
         return messages, 0
     return [{"role": "assistant", "content": render("folded", hidden=folded)}, *messages], folded
+
+
+def painted_mask(editor: Any) -> np.ndarray | None:
+    """What the visitor painted on the ImageEditor (its layers' opaque pixels), or None when nothing was painted."""
+    if not isinstance(editor, dict):
+        return None
+    layers = [layer for layer in editor.get("layers") or [] if isinstance(layer, np.ndarray) and layer.ndim == 3]
+    if not layers or layers[0].shape[-1] != 4:
+        return None
+    painted = np.any(np.stack([layer[..., 3] > 0 for layer in layers if layer.shape == layers[0].shape]), axis=0)
+    return painted if painted.any() else None
 
 
 def without_options(messages: list[dict]) -> list[dict]:
@@ -458,8 +471,12 @@ class ChatApp:
             return
         yield from self.answer(visit, text, files, request)
 
-    def answer(self, visit: Visit, text: str, files: list[str], request: gr.Request | None = None) -> Iterator[tuple]:
-        """Show the user's message, a progress line for slow answers, then the answer; never loses the chat."""
+    def answer(self, visit: Visit, text: str, files: list[str], request: gr.Request | None = None,
+               region: np.ndarray | None = None) -> Iterator[tuple]:
+        """Show the user's message, a progress line for slow answers, then the answer; never loses the chat.
+
+        ``region`` is a mask the visitor drew: the answer then compares the evidence with it.
+        """
         if not text.strip() and not files:
             yield self.outputs(visit)
             return
@@ -473,12 +490,29 @@ class ChatApp:
                 yield self.outputs(visit, busy=True)
                 visit.messages = asked
             with self.budget(request):
-                reply = visit.chat.respond(text, files)
+                reply = visit.chat.respond(text, files, region=region)
             self.show(visit, reply)
         except Exception:  # a failure of the wiring itself (e.g. writing a picture): apologise in the chat
             logger.exception("chat turn failed")
             visit.messages = [*asked, {"role": "assistant", "content": FAILED}]
         yield self.outputs(visit)
+
+    @event_boundary
+    def region_canvas(self, visit: Visit | None) -> dict:
+        """The editor's canvas: the conversation's current image, to paint the expected region on."""
+        current = visit.chat.current if isinstance(visit, Visit) else None
+        if current is None:
+            raise gr.Error(render("region_no_image"))
+        return {"background": current.image, "layers": [], "composite": None}
+
+    @event_boundary
+    def check_region(self, editor: Any, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
+        """The visitor painted where the evidence should be: compare the model's map with it."""
+        visit = visit or self.new_visit()
+        mask = painted_mask(editor)
+        if mask is None:
+            raise gr.Error(render("region_nothing_painted"))
+        yield from self.answer(visit, render("region_question"), [], request, region=mask)
 
     @event_boundary
     def follow_up(self, visit: Visit | None, selected: gr.SelectData, request: gr.Request = None) -> Iterator[tuple]:
@@ -549,8 +583,8 @@ class ChatApp:
         return self.outputs(visit)
 
     @event_boundary
-    def explain(self, image: str, question: str = "Why?", model_name: str = "", request: gr.Request = None
-                ) -> tuple[str, np.ndarray | None, dict]:
+    def explain(self, image: str, question: str = "Why?", model_name: str = "", expected_region: str = "",
+                request: gr.Request = None) -> tuple[str, np.ndarray | None, dict]:
         """Ask an image classifier about one image and see where it looks (Grad-CAM), without an LLM.
 
         Every number in the answer is measured: the model's prediction and probability, the Grad-CAM heatmap of
@@ -561,6 +595,7 @@ class ChatApp:
             image: The image to explain (PNG, JPEG, WebP, BMP, GIF, TIFF, or a DICOM .dcm file).
             question: Plain words: "why?", "what is it?", "how sure are you?", "why not a cat?", "does it hold up?".
             model_name: The classifier: "shapes" or "shapes-shortcut" (demo models), or an ImageNet model.
+            expected_region: Optional: where the evidence should be, "x, y, w, h" in pixels or words ("lower left").
 
         Returns:
             The answer in Markdown, the heatmap picture (or None), and the measured facts as JSON.
@@ -572,7 +607,8 @@ class ChatApp:
         path = upload_path(image)  # before the model: a refused reference costs nothing
         model = self.shelf.get(name)
         with self.budget(request):
-            reply = answer_once(model, path, question if isinstance(question, str) else "")
+            region = expected_region.strip()[:200] if isinstance(expected_region, str) else ""
+            reply = answer_once(model, path, question if isinstance(question, str) else "", region=region or None)
         return reply.markdown, reply.image, reply.to_dict()
 
     @event_boundary
@@ -656,6 +692,14 @@ class ChatApp:
                     labels_file = gr.File(label="Labels (optional: a .txt file, one class a line)",
                                           file_types=[".txt"])
                     load = gr.Button("Load my model", variant="secondary")
+                with gr.Accordion("Where should it look?", open=False, elem_id="region-panel"):
+                    gr.Markdown(render("region_help"))
+                    fetch = gr.Button("Draw on the current image", size="sm", elem_id="region-fetch")
+                    editor = gr.ImageEditor(type="numpy", image_mode="RGBA", sources=(), transforms=(),
+                                            layers=False, label="Paint the region", elem_id="region-editor",
+                                            brush=gr.Brush(colors=[REGION_COLOUR], color_mode="fixed",
+                                                           default_size=12))
+                    check = gr.Button("Is it looking here?", variant="primary", size="sm", elem_id="region-check")
                 with gr.Accordion("Settings", open=False):
                     settings = self._settings()
 
@@ -673,6 +717,8 @@ class ChatApp:
         picker.input(self.pick_model, [picker, visit], api_visibility="private", **turn)
         load.click(self.upload_model, [model_file, labels_file, visit], api_visibility="private", preprocess=False,
                    **turn)
+        fetch.click(self.region_canvas, [visit], [editor], api_visibility="private", queue=False)
+        check.click(self.check_region, [editor, visit], api_visibility="private", **turn)
         for control in settings:
             control.input(self.change_setting, [visit, *settings], [visit], api_visibility="private",
                           queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -721,13 +767,14 @@ class ChatApp:
                 image = gr.File(label="Image (PNG, JPEG, TIFF, ... or DICOM)", file_types=["image", ".dcm"])
                 question = gr.Textbox(value="Why?", label="Question")
                 model = gr.Dropdown([n for _label, n in self.builtins], value=self.default_name, label="Model")
+                expected = gr.Textbox("", label="Expected region (optional)", placeholder="x, y, w, h or lower left")
                 ask = gr.Button("Ask", variant="primary")
             with gr.Column():
                 answer = gr.Markdown(label="Answer")
                 overlay = gr.Image(label="Overlay", format="png", interactive=False)
                 facts = gr.JSON(label="Result")
         # preprocess=False: the engine decodes the upload itself and answers bad files with a clear message.
-        ask.click(self.explain, [image, question, model], [answer, overlay, facts], api_name="explain",
+        ask.click(self.explain, [image, question, model, expected], [answer, overlay, facts], api_name="explain",
                   preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY)
 
 

@@ -427,3 +427,30 @@ def test_clearing_starts_over_with_the_same_model_and_settings(chat_app, visit):
     assert messages == [] and fresh.chat.current is None
     assert picker.value == "shapes-shortcut" and fresh.chat.settings.opacity == 0.7
     assert "upload" in _bot_text(_last(chat_app.chat_turn({"text": "why?", "files": []}, fresh))[0]).lower()
+
+
+# ------------------------------------------------------------------------------- is it looking where it should?
+
+
+def test_is_it_looking_here_end_to_end(url, images):
+    client = new_client(url)
+    say(client, "why?", images["circle"])
+    reply = last_turn(say(client, "is it looking at 60, 40, 80, 80?"))  # x, y, w, h around the circle (200×160)
+    text = texts(reply)
+    assert "inside" in text.lower() and pictures(reply)
+    numbers = percentages(text)
+    assert numbers and max(numbers) <= 100
+    follow = last_turn(say(client, "with gradcam++?"))
+    assert "inside" in texts(follow).lower() and "Grad-CAM++" in texts(follow)
+
+
+def test_explain_endpoint_takes_an_expected_region(url, images):
+    client = new_client(url)
+    _md, overlay, facts = client.predict(handle_file(images["circle"]), "is it looking here?", "shapes",
+                                         "60, 40, 80, 80", api_name="/explain")
+    expected = facts["data"]["expected"]
+    assert overlay is not None and 0.0 <= expected["energy_inside"] <= 1.0 and expected["hit"] is True
+    _md, _overlay, far = client.predict(handle_file(images["circle"]), "why?", "shapes", "0, 0, 20, 20",
+                                        api_name="/explain")
+    assert far["data"]["expected"]["energy_inside"] < expected["energy_inside"]
+    assert far["data"]["expected"]["verdict"] == "elsewhere"

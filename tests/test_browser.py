@@ -83,3 +83,59 @@ def test_suggested_follow_up_button_asks_it(page):
     button.click()
     expect(page.locator("#chatbot [data-testid=user]").last).to_contain_text("How confident is it?")
     expect(page.locator("#chatbot .bot-row").last).to_contain_text("calibrated")
+
+
+def _magenta_pixels(page, image) -> int:
+    """How many pixels of a picture in the page are the expected region's outline colour."""
+    picture = np.asarray(Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body())).convert("RGB"))
+    red, green, blue = (picture[..., i].astype(int) for i in range(3))
+    return int(((red > 200) & (green < 80) & (blue > 200)).sum())
+
+
+def test_an_uploaded_mask_gets_the_region_outlined(page, example, tmp_path):
+    """After the first test's image: a mask sent with the word "mask" is compared with the map."""
+    from playwright.sync_api import expect
+
+    image = load_image(example.image)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    height, width = mask.shape
+    mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 255  # the middle of the image
+    path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(path)
+    box = page.locator("#chat-input")
+    box.locator("input[type=file]").set_input_files(str(path))
+    expect(box.locator("img")).to_have_count(1)
+    box.locator("textarea").fill("here is the mask of where it should look")
+    box.locator("textarea").press("Enter")
+    answer = page.locator("#chatbot .bot-row").last
+    expect(answer).to_contain_text("inside")
+    picture = answer.locator("img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    assert _magenta_pixels(page, picture) > 50  # the visitor's region is outlined in its own colour
+
+
+def test_a_painted_region_gets_an_answer(page):
+    """The "Where should it look?" panel: load the current image, paint on it, ask."""
+    from playwright.sync_api import expect
+
+    page.get_by_text("Where should it look?").click()
+    page.locator("#region-fetch").click()
+    canvas = page.locator("#region-editor canvas").first
+    expect(canvas).to_be_visible()
+    area = canvas.bounding_box()
+    page.wait_for_timeout(500)  # the background image is drawn on the canvas
+    x0, y0 = area["x"] + area["width"] * 0.35, area["y"] + area["height"] * 0.35
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(x0 + area["width"] * 0.03 * step, y0 + area["height"] * 0.03 * step, steps=3)
+    page.mouse.up()
+    before = page.locator("#chatbot .bot-row").count()
+    page.locator("#region-check").click()
+    expect(page.locator("#chatbot [data-testid=user]").last).to_contain_text("Is it looking here?")
+    expect(page.locator("#chatbot .bot-row")).to_have_count(before + 1)
+    answer = page.locator("#chatbot .bot-row").last
+    expect(answer).to_contain_text("inside")
+    picture = answer.locator("img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    assert _magenta_pixels(page, picture) > 20

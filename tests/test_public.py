@@ -88,7 +88,7 @@ SHAPES = {
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_explain_refuses_server_files_with_one_message(url, secrets, shape):
-    answers = {name: refusal_of(call(url, "explain", [SHAPES[shape](path), "why? opacity 0", "shapes"]))
+    answers = {name: refusal_of(call(url, "explain", [SHAPES[shape](path), "why? opacity 0", "shapes", ""]))
                for name, path in secrets.items()}
     # The same answer whether the path holds an image, a text file or nothing: no existence oracle.
     assert len(set(answers.values())) == 1, answers
@@ -114,13 +114,13 @@ def test_explain_refuses_a_symlink_out_of_the_upload_folder(url, uploads, secret
     for name, target in secrets.items():
         link = uploads / f"innocent-{name}.png"
         link.symlink_to(target)
-        answers.add(refusal_of(call(url, "explain", [SHAPES["path with meta"](str(link)), "why?", "shapes"])))
+        answers.add(refusal_of(call(url, "explain", [SHAPES["path with meta"](str(link)), "why?", "shapes", ""])))
     assert len(answers) == 1 and SECRET not in answers.pop()
 
 
 def test_explain_still_answers_a_real_upload(url, uploads):
     path = shape_png(uploads, "square")
-    kind, (_markdown, image, facts) = call(url, "explain", [SHAPES["path with meta"](path), "why?", "shapes"])
+    kind, (_markdown, image, facts) = call(url, "explain", [SHAPES["path with meta"](path), "why?", "shapes", ""])
     assert kind == "complete" and image is not None and facts["data"]["explanation"]["target"]["label"] == "square"
 
 
@@ -249,7 +249,8 @@ def busy_workers(url: str, started: list) -> list:
     import threading
     import time
 
-    threads = [threading.Thread(target=call, args=(url, "explain", [None, f"hold {i}", "shapes"])) for i in range(2)]
+    threads = [threading.Thread(target=call, args=(url, "explain", [None, f"hold {i}", "shapes", ""]))
+               for i in range(2)]
     for thread in threads:
         thread.start()
     while len(started) < 2:
@@ -264,14 +265,14 @@ def test_queued_work_of_a_disconnected_client_is_dropped(served, held):
     index, session = fn_index(chat_app, "explain"), uuid.uuid4().hex
     with httpx.Client(timeout=60) as http:
         joined = http.post(f"{url}/gradio_api/queue/join",
-                           json={"data": [None, "victim", "shapes"], "fn_index": index, "session_hash": session})
+                           json={"data": [None, "victim", "shapes", ""], "fn_index": index, "session_hash": session})
         assert joined.status_code == 200
         with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
             next(stream.iter_lines())  # it is queued and listening... then the client goes away
     gate.set()
     for thread in threads:
         thread.join(120)
-    call(url, "explain", [None, "after", "shapes"])  # the queue has moved past where the victim was
+    call(url, "explain", [None, "after", "shapes", ""])  # the queue has moved past where the victim was
     assert "after" in ran and "victim" not in ran
 
 
@@ -283,7 +284,7 @@ def test_one_session_and_one_client_cannot_fill_the_queue(held):
 
         def enqueue(session: str) -> httpx.Response:
             return httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
-                              json={"data": [None, "queued", "shapes"], "fn_index": index, "session_hash": session})
+                              json={"data": [None, "queued", "shapes", ""], "fn_index": index, "session_hash": session})
 
         assert enqueue("mine").status_code == 200  # the address's third
         refused = enqueue("other")  # a fourth from the same address, in a new session
@@ -297,7 +298,7 @@ def test_one_session_and_one_client_cannot_fill_the_queue(held):
         threads = busy_workers(url, started)
         index = fn_index(chat_app, "explain")
         codes = [httpx.post(f"{url}/gradio_api/queue/join", timeout=30,
-                            json={"data": [None, "again", "shapes"], "fn_index": index,
+                            json={"data": [None, "again", "shapes", ""], "fn_index": index,
                                   "session_hash": "one-session"}) for _ in range(3)]
         assert [c.status_code for c in codes] == [200, 200, 503]
         assert "2 questions waiting" in codes[2].json()["detail"]
