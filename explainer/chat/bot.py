@@ -37,17 +37,8 @@ logger = logging.getLogger(__name__)
 class ChatSession:
     """One conversation, the entry point of the chat: :meth:`respond`.
 
-    Parameters
-    ----------
-    model : LoadedModel
-        The model that answers (shared read-only between sessions; never mutated here).
-    loader : callable, optional
-        ``loader(name) -> LoadedModel`` for "use the shortcut model"; should return already loaded, warmed-up
-        models from the app's cache. Without it the chat cannot switch models by itself.
-    model_names : sequence of str
-        Names ``loader`` accepts (what the user may ask for).
-    settings : Settings, optional
-        Initial settings.
+    The parameters (``model``, ``loader``, ``model_names``, ``settings``) are those of :class:`SessionState`, which
+    keeps them.
 
     Attributes
     ----------
