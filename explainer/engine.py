@@ -26,7 +26,7 @@ from .layers import LayerPath, resolve_layer
 from .models import LoadedModel
 from .region import DEFAULT_THRESHOLD, localize
 from .result import Explanation, Prediction
-from .transformers import as_feature_maps
+from .transformers import as_feature_maps, default_method
 
 TOP_K = 5
 _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
@@ -132,7 +132,7 @@ def explain(
     model: LoadedModel,
     image,
     target: int | str | list | None = None,
-    method: str = "gradcam",
+    method: str | None = None,
     layer: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
@@ -148,10 +148,12 @@ def explain(
     target : None, int, str, or a list of them
         ``None`` explains the top prediction; an index or a (fuzzy) label explains that class. A list of targets
         for one image explains each, as one batch.
-    method : str
-        A name from :data:`explainer.cams.METHODS`.
+    method : str, optional
+        A name from :data:`explainer.cams.METHODS`. By default Grad-CAM, or HiResCAM for a vision transformer
+        (see :data:`explainer.transformers.DEFAULT_METHOD`).
     layer : str, optional
-        Target layer name or ``/``-joined path; the last spatial layer by default.
+        Target layer name or ``/``-joined path; the last spatial layer by default (for a vision transformer, the
+        norm before the last block's attention: :func:`explainer.transformers.default_path`).
     threshold : float
         Localization threshold as a fraction of the map's maximum.
     top_k : int
@@ -163,7 +165,7 @@ def explain(
         A list when ``image`` or ``target`` is a list.
     """
     images, targets, as_list = _pairs(image, target)
-    cam = get_method(method)
+    cam = get_method(method or _default_method(model))
     fns = compiled(model, layer)
     images = [load_image(img) for img in images]
     inputs = model.prepare(images)
@@ -185,6 +187,13 @@ def explain(
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
+
+
+def _default_method(model: LoadedModel) -> str:
+    """Grad-CAM, or HiResCAM for a vision transformer: decided once per model."""
+    if "default_method" not in model._compiled:
+        model._compiled["default_method"] = default_method(model.keras_model)
+    return model._compiled["default_method"]
 
 
 def _expect_affordable(model: LoadedModel, cam, channels: int, images: int) -> None:

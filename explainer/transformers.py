@@ -28,12 +28,15 @@ import tensorflow as tf
 #: At most this many tokens may precede the patch tokens (class, distillation and register tokens).
 MAX_PREFIX = 16
 
-#: What the default layer of a transformer is, by a pointing test on small ViTs trained on planted objects (see
-#: the README, "Models from the Hub, and vision transformers"): the normalisation layer before the first block's
-#: attention. pytorch-grad-cam's convention, the norm before the *last* block's attention, pointed at the object
-#: far less often on CLS-token classifiers, and the last block's output not at all (its patch tokens never reach
-#: the head).
-DEFAULT_BLOCK = 1
+#: The default target layer and method of a vision transformer, chosen by a pointing test (README, "Models from the
+#: Hub, and vision transformers"): 10 small ViTs trained here on planted objects (Keras Hub and hand-built, 2 and 4
+#: blocks), peak on the object within 4 px. The norm before the *last* block's attention (pytorch-grad-cam's
+#: convention) with HiResCAM pointed best (78 % on average, never below 56 %); Grad-CAM there 63 %; the first
+#: block's norm 18 % with Grad-CAM and 60 % with HiResCAM. The last block's output points nowhere: its patch tokens
+#: never reach a class-token head. Grad-CAM averages the gradient over the patches, and in a transformer that
+#: average loses where the class token looked; HiResCAM keeps the gradient position by position.
+DEFAULT_BLOCK = -1
+DEFAULT_METHOD = "hirescam"
 
 
 @dataclass(frozen=True)
@@ -353,14 +356,20 @@ def block_of(path: Any) -> int | None:
 
 def default_path(paths: Iterable) -> Any | None:
     """The default target layer of a vision transformer (None for other models): the norm before the attention of
-    block :data:`DEFAULT_BLOCK`; without such norms, the embeddings; else the first token layer."""
+    the last block (:data:`DEFAULT_BLOCK`); without such norms, the embeddings; else the first token layer."""
     paths = token_paths(paths)
     if not paths:
         return None
     norms = attention_norms(paths)
     if norms:
-        return norms[min(DEFAULT_BLOCK, len(norms)) - 1]
+        return norms[DEFAULT_BLOCK]
     return embedding_path(paths) or paths[0]
+
+
+def default_method(model: keras.Model) -> str:
+    """The CAM method to use when none is asked for: :data:`DEFAULT_METHOD` for a vision transformer, else
+    Grad-CAM."""
+    return DEFAULT_METHOD if is_transformer(model) else "gradcam"
 
 
 def depth_paths(paths: Sequence, n: int = 4) -> list:
