@@ -32,7 +32,7 @@ from PIL import Image as PILImage
 
 from explainer.archive import extract_audit_folder, remove
 from explainer.audit import AuditOptions, audit_folder
-from explainer.budget import ModelLimits, check_model_file
+from explainer.budget import ModelLimits, check_loaded_model, check_model_file
 from explainer.cams import METHODS
 from explainer.chat import (
     DEMO_MODEL_NAMES,
@@ -559,6 +559,21 @@ class ChatApp:
                                                checker=lambda path: check_model_file(path, self.model_limits))
         except ExplainerError as err:
             raise gr.Error(str(err), title="The model was not loaded") from None
+        return self._switch_to_own(visit, key, model)
+
+    @event_boundary
+    def load_hub(self, model_id: Any, visit: Visit | None) -> tuple:
+        """Load a Hugging Face Hub model (or Keras Hub preset) for this session, like an upload, and switch to it."""
+        visit = visit or self.new_visit()
+        try:
+            key, model = visit.menu.add_hub(model_id if isinstance(model_id, str) else "",
+                                            checker=lambda loaded: check_loaded_model(loaded.keras_model,
+                                                                                      self.model_limits))
+        except ExplainerError as err:
+            raise gr.Error(str(err), title="The model was not loaded") from None
+        return self._switch_to_own(visit, key, model)
+
+    def _switch_to_own(self, visit: Visit, key: str, model: LoadedModel) -> tuple:
         visit.chat.model_names = tuple(visit.menu.names())
         visit.messages = without_options(visit.messages) + user_messages(f"Use my model {key}", [])
         self.show(visit, visit.chat.switch_model(model))
@@ -692,6 +707,9 @@ class ChatApp:
                     labels_file = gr.File(label="Labels (optional: a .txt file, one class a line)",
                                           file_types=[".txt"])
                     load = gr.Button("Load my model", variant="secondary")
+                    hub_id = gr.Textbox(label="or a Hugging Face model id", placeholder="hf://owner/repo",
+                                        max_lines=1)
+                    hub_load = gr.Button("Load from the Hub", variant="secondary")
                 with gr.Accordion("Where should it look?", open=False, elem_id="region-panel"):
                     gr.Markdown(render("region_help"))
                     fetch = gr.Button("Draw on the current image", size="sm", elem_id="region-fetch")
@@ -717,6 +735,8 @@ class ChatApp:
         picker.input(self.pick_model, [picker, visit], api_visibility="private", **turn)
         load.click(self.upload_model, [model_file, labels_file, visit], api_visibility="private", preprocess=False,
                    **turn)
+        hub_load.click(self.load_hub, [hub_id, visit], api_visibility="private", **turn)
+        hub_id.submit(self.load_hub, [hub_id, visit], api_visibility="private", **turn)
         fetch.click(self.region_canvas, [visit], [editor], api_visibility="private", queue=False)
         check.click(self.check_region, [editor, visit], api_visibility="private", **turn)
         for control in settings:

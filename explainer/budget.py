@@ -176,6 +176,17 @@ def check_model_file(path: str | os.PathLike, limits: ModelLimits | None = None)
     limits = limits or ModelLimits.from_env()
     inspection = _inspect(Path(path))
     facts = inspection.facts
+    check_facts(facts, limits)
+    if inspection.undecided:
+        raise ModelError(
+            "This model's layer sizes cannot be read from its file without loading it "
+            f"({inspection.undecided}), so this server does not load it."
+        )
+    return facts
+
+
+def check_facts(facts: ModelFacts, limits: ModelLimits) -> None:
+    """Raise :class:`~explainer.errors.ModelError`, stating the limit, when ``facts`` exceed one of ``limits``."""
     if facts.params > limits.max_params:
         raise ModelError(
             f"This model has {_count(facts.params)} parameters; this server accepts at most "
@@ -194,12 +205,21 @@ def check_model_file(path: str | os.PathLike, limits: ModelLimits | None = None)
             f"({_quote(facts.largest_layer)}, {_count(facts.largest_activation)} values per image) needs "
             f"{_bytes(needed)}; this server allows at most {_bytes(limits.max_activation_bytes)}."
         )
-    if inspection.undecided:
-        raise ModelError(
-            "This model's layer sizes cannot be read from its file without loading it "
-            f"({inspection.undecided}), so this server does not load it."
-        )
+
+
+def check_loaded_model(model: keras.Model, limits: ModelLimits | None = None) -> ModelFacts:
+    """The same limits for a model already built (a Hub preset has no single file to read first).
+
+    Its memory is already taken: the caller must drop the model when this raises.
+    """
+    facts = _model_facts(model)
+    check_facts(facts, limits or ModelLimits.from_env())
     return facts
+
+
+def _model_facts(model: keras.Model) -> ModelFacts:
+    name, values = _largest_activation(model)
+    return ModelFacts(int(model.count_params()), tuple(model.inputs[0].shape[1:]), values, name)
 
 
 # --- reading the file -------------------------------------------------------------------------------------------

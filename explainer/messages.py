@@ -74,6 +74,9 @@ MESSAGES: dict[str, str] = {
     "menu.shapes-shortcut": "shapes-shortcut (demo: right for the wrong reason)",
     "menu.uploaded": "{stem} (uploaded)",
     "menu.uploaded_again": "{stem} ({number}, uploaded)",
+    "menu.hub_empty": "Type a Hugging Face model id first, like hf://owner/repo.",
+    "menu.hub_malformed": "{value!r} is not a Hugging Face model id: write hf://owner/repo (or a Keras Hub "
+                          "preset name).",
     "default_model.failed": "{name} could not be loaded ({error}); using {fallback}.",
     # ... and the last resorts.
     "chat.upload_unnamed": "the upload",

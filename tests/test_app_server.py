@@ -454,3 +454,45 @@ def test_explain_endpoint_takes_an_expected_region(url, images):
                                         api_name="/explain")
     assert far["data"]["expected"]["energy_inside"] < expected["energy_inside"]
     assert far["data"]["expected"]["verdict"] == "elsewhere"
+
+
+# ------------------------------------------------------------------------------------ a model from the Hub
+
+
+def test_a_hub_model_is_loaded_for_this_session_only(chat_app, visit, monkeypatch, tmp_path):
+    import huggingface_hub
+    from test_hub import FakeHub
+
+    from explainer import hub
+
+    fake = FakeHub(tmp_path / "hub")
+    for name in ("hf_hub_download", "snapshot_download", "list_repo_files"):
+        monkeypatch.setattr(huggingface_hub, name, getattr(fake, name))
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))).save(
+        fake.repo("someone/pets") / "model.keras")
+    (fake.repo("someone/pets") / "labels.txt").write_text("cat\ndog\n")
+    messages, _box, picker, *_settings, visit = chat_app.load_hub("hf://someone/pets", visit)
+    assert visit.chat.model.labels == ["cat", "dog"] and picker.value == "pets (uploaded)"
+    assert "Switched to" in _bot_text(messages) and "dog" in _bot_text(messages)
+    for bad, words in (("", "Hugging Face model id"), ("not a model id", "not a Hugging Face model id"),
+                       ("hf://nobody/missing", "nobody/missing")):
+        with pytest.raises(gr.Error, match=words):
+            chat_app.load_hub(bad, visit)
+    assert visit.chat.model.labels == ["cat", "dog"]  # a refused model changes nothing
+
+
+def test_a_hub_model_over_the_budget_is_dropped(chat_app, visit, monkeypatch):
+    from explainer.budget import ModelLimits
+
+    monkeypatch.setattr(chat_app, "model_limits", ModelLimits(max_params=10, max_input_pixels=10**9,
+                                                               max_activation_bytes=2**40))
+    monkeypatch.setattr("explainer.chat.models_menu.load_model", lambda spec, trust: chat_app.shelf.get("shapes"))
+    before = visit.chat.model
+    with pytest.raises(gr.Error, match="parameters; this server accepts at most"):
+        chat_app.load_hub("hf://someone/huge", visit)
+    assert visit.chat.model is before and not visit.menu.uploads

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import zoo
+from .. import hub, zoo
 from ..demo import EXAMPLES_DIR, model_path
 from ..engine import warm_up
 from ..errors import ModelError
@@ -254,9 +254,29 @@ class ModelMenu:
         if checker is not None:
             checker(path)
         model = load_model(path, labels=labels_file or None, trust=False)  # a visitor's file never runs code
+        return self._adopt(path.stem, model)
+
+    def add_hub(self, spec: str, checker: Callable[[LoadedModel], object] | None = None) -> tuple[str, LoadedModel]:
+        """Load a Hugging Face Hub model (``hf://owner/repo``) or a Keras Hub preset for this visitor, like an upload.
+
+        Downloaded models load in Keras safe mode. ``checker(model)`` runs on the loaded model (a preset has no one
+        file to read first) and may refuse it; the model is then dropped before it is warmed up or listed.
+        """
+        spec = (spec or "").strip()
+        if not spec:
+            raise ModelError(message("menu.hub_empty"))
+        if not (hub.is_hub_spec(spec) or hub.is_preset(spec)):
+            raise ModelError(message("menu.hub_malformed", value=spec[:80]))
+        model = load_model(spec, trust=False)
+        if checker is not None:
+            checker(model)
+        return self._adopt(hub.parse(spec)[0].rsplit("/", 1)[-1] if hub.is_hub_spec(spec) else spec, model)
+
+    def _adopt(self, stem: str, model: LoadedModel) -> tuple[str, LoadedModel]:
+        """Warm ``model`` up and make it this visitor's one upload (replacing the previous one)."""
         warm_up(model)
-        self.release()  # a visitor's new upload replaces the previous one
-        key = self._free_key(path.stem)
+        self.release()
+        key = self._free_key(stem)
         self.uploads[key] = model
         if self.registry is not None:
             self.registry.admit(self)
