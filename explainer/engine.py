@@ -153,7 +153,7 @@ def explain(
         (see :data:`explainer.transformers.DEFAULT_METHOD`).
     layer : str, optional
         Target layer name or ``/``-joined path; the last spatial layer by default (for a vision transformer, the
-        norm before the last block's attention: :func:`explainer.transformers.default_path`).
+        token embeddings entering the first block: :func:`explainer.transformers.default_path`).
     threshold : float
         Localization threshold as a fraction of the map's maximum.
     top_k : int

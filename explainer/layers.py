@@ -134,7 +134,7 @@ def find_target_layer(model: keras.Model) -> LayerPath:
     ``conv5_block3_out``) and skips 1×1 maps such as MobileNetV3's ``logits`` convolution. Output shapes are used
     rather than layer types because Keras 3 separable and depthwise convolutions are not ``Conv`` subclasses.
     """
-    transformer_default = default_path(walk(model))  # None for CNNs: see explainer.transformers.DEFAULT_BLOCK
+    transformer_default = default_path(walk(model))  # None for CNNs; chosen by a pointing test (DEFAULT_METHOD)
     if transformer_default is not None:
         return transformer_default
     candidates = spatial_layers(model)

@@ -163,9 +163,9 @@ def test_layer_paths_reach_the_blocks_inside_the_encoder(random_vit):
 
 def test_default_layer_and_method(random_vit):
     model, loaded = random_vit
-    assert find_target_layer(model).name == f"{model.backbone.name}/vit_encoder/transformer_block_2/ln_1"
-    assert find_target_layer(functional_vit()).name == "block2_norm1"
-    assert find_target_layer(functional_vit(class_token=False)).name == "block2_norm1"
+    assert find_target_layer(model).name == f"{model.backbone.name}/vit_patching_and_embedding"
+    assert find_target_layer(functional_vit()).name == "positions"
+    assert find_target_layer(functional_vit(class_token=False)).name == "positions"
     result = explain(loaded, _image())
     assert result.method == "hirescam" and result.layer == find_target_layer(model).name
     assert explain(loaded, _image(), method="gradcam").method == "gradcam"
@@ -175,14 +175,14 @@ def test_show_layers_speaks_of_blocks(random_vit):
     model, _ = random_vit
     backbone = model.backbone.name
     assert depth_layer_names(model) == [f"{backbone}/vit_patching_and_embedding",
-                                        f"{backbone}/vit_encoder/transformer_block_1/ln_1",
+                                        f"{backbone}/vit_encoder/transformer_block_1",
                                         f"{backbone}/vit_encoder/transformer_block_2/ln_1"]
     deep = hub_vit(layers=6, dim=16)
-    assert [transformers.block_of(p) for p in resolve_all(deep, depth_layer_names(deep))] == [0, 2, 4, 6]
-
-
-def resolve_all(model, names):
-    return [resolve_layer(model, name) for name in names]
+    picked = [resolve_layer(deep, name) for name in depth_layer_names(deep)]
+    assert [transformers.block_of(p) for p in picked] == [0, 2, 4, 6]
+    assert [p.layer.name for p in picked] == ["vit_patching_and_embedding", "transformer_block_2",
+                                              "transformer_block_4", "ln_1"]
+    assert [p.name for p in transformers.block_outputs(walk(functional_vit()))] == ["block1_out", "block2_out"]
 
 
 # --- maps ---------------------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_functional_vit_maps_and_logits(build):
     loaded = load_model(model, labels=BARS, preprocess="none")
     image = _image(4)
     result = explain(loaded, image)
-    assert result.cam.shape == (GRID, GRID) and result.layer == "block2_norm1"
+    assert result.cam.shape == (GRID, GRID) and result.layer == "positions"
     np.testing.assert_allclose(result.logits, model(loaded.prepare([image])).numpy()[0], atol=1e-5)
 
 
@@ -283,10 +283,11 @@ def test_the_default_points_at_the_planted_bar(trained_vit):
     assert accuracy >= 0.9, f"the test ViT did not learn ({accuracy:.2f})"
     bars = [i for i, r in enumerate(results) if masks[i].any() and r.target_index == labels[i]]
     images, masks, results = images[bars], masks[bars], [results[i] for i in bars]
-    assert results[0].method == "hirescam" and results[0].layer.endswith("transformer_block_2/ln_1")
+    assert results[0].method == "hirescam" and results[0].layer.endswith("/vit_patching_and_embedding")
     hits = metrics.pointing_game(None, images, results, masks=masks, tolerance=4).mean()  # half a patch
     centre = metrics.centre_baseline(None, images, masks=masks, tolerance=4).mean()
     assert hits >= 0.85, f"pointing game {hits:.2f}"
     assert hits >= centre + 0.5, f"centre baseline {centre:.2f}"
-    last_output = explain(trained_vit, list(images), layer=results[0].layer.rsplit("/", 1)[0])
+    last_block = results[0].layer.replace("vit_patching_and_embedding", "vit_encoder/transformer_block_2")
+    last_output = explain(trained_vit, list(images), layer=last_block)
     assert all(np.abs(r.cam).max() == 0 for r in last_output)
