@@ -126,6 +126,12 @@ def test_token_grid_of_each_kind():
                                              num_heads=2, hidden_dim=16, intermediate_dim=32)
     deit = keras_hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
     assert transformers.token_grid(deit).prefix == 2  # class and distillation tokens
+    loaded = load_model(deit, labels=BARS, preprocess="unit")
+    norm = f"{backbone.name}/deit_encoder/transformer_block_1/ln_1"  # inside blocks that return (tokens, scores)
+    for layer in (None, norm):
+        result = explain(loaded, _image(9), layer=layer)
+        assert result.cam.shape == (GRID, GRID) and np.abs(result.cam).max() > 0
+    np.testing.assert_allclose(result.logits, deit(loaded.prepare([_image(9)])).numpy()[0], atol=1e-5)
 
 
 def test_cnns_are_not_transformers():
