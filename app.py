@@ -288,6 +288,9 @@ class ServerLimits:
         same at the 150th question as at the 10th.
     audit_images : int
         Most images of one audit in the Audit tab (``EXPLAINER_AUDIT_MAX_IMAGES``); the zip may unpack to 512 MB.
+    download_mb : int
+        Most megabytes a Hugging Face model a visitor names may download (``EXPLAINER_MAX_DOWNLOAD_MB``), asked of
+        the Hub before downloading.
     """
 
     uploaded_models: int = 4
@@ -297,6 +300,7 @@ class ServerLimits:
     queued_per_client: int = 24
     shown_messages: int = 36
     audit_images: int = 500
+    download_mb: int = 2048
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
@@ -304,7 +308,7 @@ class ServerLimits:
         names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
                  "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
                  "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
-                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES"}
+                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES", "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB"}
         values = {}
         for field_name, variable in names.items():
             if environ.get(variable, "").strip():
@@ -568,7 +572,8 @@ class ChatApp:
         try:
             key, model = visit.menu.add_hub(model_id if isinstance(model_id, str) else "",
                                             checker=lambda loaded: check_loaded_model(loaded.keras_model,
-                                                                                      self.model_limits))
+                                                                                      self.model_limits),
+                                            max_bytes=self.limits.download_mb * 2**20)
         except ExplainerError as err:
             raise gr.Error(str(err), title="The model was not loaded") from None
         return self._switch_to_own(visit, key, model)

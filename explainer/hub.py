@@ -101,6 +101,28 @@ def hub_reachable() -> bool:
         return False
 
 
+def download_size(spec: str) -> int | None:
+    """Bytes an ``hf://`` spec would download (its file, or the whole repository), asked of the Hub before any
+    download; None when the Hub cannot be asked (offline: the load then says so) or for a Keras Hub preset name."""
+    if not is_hub_spec(spec):
+        return None
+    repo, filename = parse(spec)
+    if not hub_reachable():
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        with _hub_errors(repo, online=True):
+            info = HfApi().model_info(repo, files_metadata=True)
+    except ModelError:
+        raise
+    except Exception as err:  # the client's own HTTP errors: the size is unknown, so the model is not fetched
+        logger.info("hub size query failed for %r: %s: %s", repo, type(err).__name__, err)
+        raise ModelError(_unreachable(repo, online=False)) from err
+    files = [f for f in info.siblings or [] if filename is None or f.rfilename == filename]
+    return sum(int(f.size or 0) for f in files)
+
+
 def load(spec: str, open_file: OpenFile) -> tuple[keras.Model, dict, str]:
     """Load an ``hf://`` spec or a Keras Hub preset name.
 

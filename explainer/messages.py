@@ -75,8 +75,8 @@ MESSAGES: dict[str, str] = {
     "menu.uploaded": "{stem} (uploaded)",
     "menu.uploaded_again": "{stem} ({number}, uploaded)",
     "menu.hub_empty": "Type a Hugging Face model id first, like hf://owner/repo.",
-    "menu.hub_malformed": "{value!r} is not a Hugging Face model id: write hf://owner/repo (or a Keras Hub "
-                          "preset name).",
+    "menu.hub_malformed": "{value!r} is not a Hugging Face model id: write hf://owner/repo.",
+    "menu.hub_too_big": "That model would download {size:.0f} MB; this server takes at most {limit:.0f} MB.",
     "default_model.failed": "{name} could not be loaded ({error}); using {fallback}.",
     # ... and the last resorts.
     "chat.upload_unnamed": "the upload",

@@ -469,6 +469,7 @@ def test_a_hub_model_is_loaded_for_this_session_only(chat_app, visit, monkeypatc
     for name in ("hf_hub_download", "snapshot_download", "list_repo_files"):
         monkeypatch.setattr(huggingface_hub, name, getattr(fake, name))
     monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "download_size", lambda spec: 1000)  # asked of the Hub before downloading
     import keras
 
     inputs = keras.Input((32, 32, 3))
@@ -496,3 +497,34 @@ def test_a_hub_model_over_the_budget_is_dropped(chat_app, visit, monkeypatch):
     with pytest.raises(gr.Error, match="parameters; this server accepts at most"):
         chat_app.load_hub("hf://someone/huge", visit)
     assert visit.chat.model is before and not visit.menu.uploads
+
+
+def test_a_hub_model_too_large_to_download_is_refused_before_downloading(chat_app, visit, monkeypatch):
+    from explainer import hub
+
+    monkeypatch.setattr(hub, "download_size", lambda spec: 3 * 2**30)
+    monkeypatch.setattr("explainer.chat.models_menu.load_model", lambda *a, **k: pytest.fail("it was downloaded"))
+    with pytest.raises(gr.Error, match="would download 3072 MB; this server takes at most 2048 MB"):
+        chat_app.load_hub("hf://someone/enormous", visit)
+
+
+def test_the_download_size_is_asked_of_the_hub(monkeypatch):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from explainer import hub
+
+    files = [SimpleNamespace(rfilename="model.keras", size=300), SimpleNamespace(rfilename="labels.txt", size=20)]
+
+    class FakeApi:
+        def model_info(self, repo, files_metadata=False):
+            assert repo == "someone/pets" and files_metadata
+            return SimpleNamespace(siblings=files)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    assert hub.download_size("hf://someone/pets") == 320
+    assert hub.download_size("hf://someone/pets/model.keras") == 300
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    assert hub.download_size("hf://someone/pets") is None  # offline: the load itself says so

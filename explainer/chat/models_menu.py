@@ -256,21 +256,26 @@ class ModelMenu:
         model = load_model(path, labels=labels_file or None, trust=False)  # a visitor's file never runs code
         return self._adopt(path.stem, model)
 
-    def add_hub(self, spec: str, checker: Callable[[LoadedModel], object] | None = None) -> tuple[str, LoadedModel]:
-        """Load a Hugging Face Hub model (``hf://owner/repo``) or a Keras Hub preset for this visitor, like an upload.
+    def add_hub(self, spec: str, checker: Callable[[LoadedModel], object] | None = None,
+                max_bytes: int | None = None) -> tuple[str, LoadedModel]:
+        """Load a Hugging Face Hub model (``hf://owner/repo``) for this visitor, like an upload.
 
-        Downloaded models load in Keras safe mode. ``checker(model)`` runs on the loaded model (a preset has no one
-        file to read first) and may refuse it; the model is then dropped before it is warmed up or listed.
+        Downloaded models load in Keras safe mode. A repository larger than ``max_bytes`` is refused before anything
+        is downloaded. ``checker(model)`` runs on the loaded model (a repository has no one file to read first) and
+        may refuse it; the model is then dropped before it is warmed up or listed.
         """
         spec = (spec or "").strip()
         if not spec:
             raise ModelError(message("menu.hub_empty"))
-        if not (hub.is_hub_spec(spec) or hub.is_preset(spec)):
+        if not hub.is_hub_spec(spec):
             raise ModelError(message("menu.hub_malformed", value=spec[:80]))
+        size = hub.download_size(spec) if max_bytes is not None else None
+        if size is not None and size > max_bytes:
+            raise ModelError(message("menu.hub_too_big", size=size / 2**20, limit=max_bytes / 2**20))
         model = load_model(spec, trust=False)
         if checker is not None:
             checker(model)
-        return self._adopt(hub.parse(spec)[0].rsplit("/", 1)[-1] if hub.is_hub_spec(spec) else spec, model)
+        return self._adopt(hub.parse(spec)[0].rsplit("/", 1)[-1], model)
 
     def _adopt(self, stem: str, model: LoadedModel) -> tuple[str, LoadedModel]:
         """Warm ``model`` up and make it this visitor's one upload (replacing the previous one)."""
