@@ -11,7 +11,6 @@ import json
 import re
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -335,22 +334,14 @@ def test_the_shortcut_model_is_told_its_evidence_is_elsewhere(shapes, file):
 # --------------------------------------------------------------------------------------- multi-label models
 
 
-FINDINGS = ["atelectasis", "cardiomegaly", "effusion", "nodule"]
 
 
 @pytest.fixture(scope="module")
 def findings_model() -> explainer.LoadedModel:
-    """A small sigmoid CNN whose biases make atelectasis and effusion positive, cardiomegaly clearly negative."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(FINDINGS), activation="sigmoid", name="findings")(x)
-    model = keras.Model(inputs, outputs)
-    dense = model.get_layer("findings")
-    kernel, _ = dense.get_weights()
-    dense.set_weights([kernel * 0.05, np.array([1.6, -2.5, 0.9, -0.6], np.float32)])
-    return explainer.load_model(model, labels=FINDINGS, preprocess="unit")
+    """The multi-label test model of the findings tests (atelectasis and effusion positive, cardiomegaly not)."""
+    from test_chat_heads import FINDINGS, multilabel_cnn
+
+    return explainer.load_model(multilabel_cnn(), labels=FINDINGS, preprocess="unit")
 
 
 def test_multilabel_target_is_the_top_positive_finding_unless_named(findings_model):
