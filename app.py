@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,7 +392,9 @@ class ChatApp:
     def launch(self, **options: Any) -> gr.Blocks:
         """Build (once) and serve the app with :func:`launch_options` plus ``options``; returns the Blocks."""
         demo = getattr(self, "demo", None) or self.build()
-        demo.launch(**{**launch_options(), **options})
+        with warnings.catch_warnings():  # about the chat's and the audit's state; neither stays a tool (below)
+            warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+            demo.launch(**{**launch_options(), **options})
         server = getattr(demo, "mcp_server_obj", None)
         if server is not None:  # one tool: "explain" (the chat's turn needs a conversation an assistant lacks)
             server.tool_to_endpoint = {tool: api for tool, api in server.tool_to_endpoint.items() if api == "/explain"}
