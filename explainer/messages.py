@@ -64,8 +64,13 @@ MESSAGES: dict[str, str] = {
     "caption.compare_methods": "{count} methods for {label} on image {image}",
     "caption.layer": "{name} ({shape})",
     "caption.layers": "{method} for {label} at {count} depths",
+    "caption.layer_stage": "{stage} ({grid} patches × {dim})",
     "caption.setting": "{setting} = {value}",
     "caption.expected": "{method} for {label} ({probability:.1%}) · magenta: your region · image {image}",
+    # ... the stages of a vision transformer, as the chat names its layers (block counted from 1) ...
+    "layer.embeddings": "embeddings",
+    "layer.block": "block {block}",
+    "layer.attention_norm": "block {block}, before its attention",
     # ... the model menu ...
     "menu.default": "{label} · default",
     "menu.imagenet": "{name} (ImageNet)",

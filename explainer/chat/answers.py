@@ -34,6 +34,8 @@ from ..layers import depth_layers, usable_layers
 from ..messages import message
 from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from ..result import Explanation, Prediction
+from ..transformers import DEFAULT_METHOD as TRANSFORMER_METHOD
+from ..transformers import block_count
 from . import intents as I
 from .checks import Structure, Unusual, deletion_scores, image_structure, occlusion_check, out_of_distribution
 from .intents import THRESHOLD_STEP, Intent, region_phrase
@@ -53,6 +55,9 @@ NEAR_THRESHOLD = 0.1
 RELATIVE_SETTINGS = {"opacity": (0.05, 1.0), "threshold": (0.05, 1.0)}
 #: The method offered as "another method" after an "is it looking here?" answer (Grad-CAM when it is already used).
 OTHER_METHOD = "gradcam++"
+#: The note said once per conversation (:meth:`SessionState.first_time`): why a vision transformer is explained with
+#: HiResCAM on its token embeddings by default (``templates/_transformer_default.j2``).
+TRANSFORMER_NOTE = "transformer_default"
 
 
 def ask(key: str, **fields: Any) -> str:
@@ -88,7 +93,7 @@ def render_reply(state: SessionState, template: str, intent: Intent | None = Non
                                     entry=state.current)
     name = kind or (intent.name if intent else template)
     data = {"intent": name, "question_intent": intent.name if intent else None, "model": state.model.name,
-            **(data or {})}
+            **({"method": footer.method} if footer is not None else {}), **(data or {})}
     if state.current is not None:
         data.setdefault("image", state.current.to_dict())
     return Reply(markdown, list(images or []), list(suggestions)[:4], data, name, error)
@@ -179,6 +184,35 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def layer_stage(state: SessionState, name: str | None) -> dict | None:
+    """How the chat names a vision transformer's layer: its stage (``label``: "embeddings", "block 2", "block 2,
+    before its attention"; ``block``: 0 for the embeddings), its patch ``grid`` ("8×8"), ``dim`` (features per
+    token), ``attention_norm`` and ``prefix`` (tokens that are no patch). None for a CNN's layer."""
+    path = next((p for p in state.layer_paths() if p.name == name), None)
+    tokens = getattr(path, "tokens", None)
+    if tokens is None:
+        return None
+    if tokens.block == 0:
+        label = message("layer.embeddings")
+    else:
+        label = message("layer.attention_norm" if tokens.attention_norm else "layer.block", block=tokens.block)
+    return {"label": label, "block": tokens.block, "grid": f"{tokens.height}×{tokens.width}", "dim": tokens.dim,
+            "attention_norm": tokens.attention_norm, "prefix": tokens.prefix}
+
+
+def transformer_note(state: SessionState, once: bool = False) -> dict | None:
+    """Template context for ``_transformer_default.j2`` (why a vision transformer is explained with HiResCAM on its
+    token embeddings by default), or None when the model is no transformer. With ``once``, only the first time in
+    the conversation and only while the user has not chosen a method; every note given counts as said."""
+    if not state.transformer or (once and state.method_chosen):
+        return None
+    first = state.first_time(TRANSFORMER_NOTE)
+    if once and not first:
+        return None
+    return {"name": method_name(TRANSFORMER_METHOD), "chosen": state.method_chosen,
+            "current": method_name(state.method)}
+
+
 # ---------------------------------------------------------------------------------------------- answers
 
 
@@ -212,12 +246,15 @@ def answer_why(state: SessionState, intent: Intent, header: str | None = None) -
     if is_multilabel(result):
         return _why_findings(state, intent, result, header)
     facts = _warnings(state, result)
+    note = transformer_note(state, once=True) if result.method == state.method else None
     return render_reply(
         state, "why", intent, header=header, entry=state.current, result=result, method=method_name(
             result.method), others=[p for p in result.predictions[:4] if p.index != result.target_index][:3],
         asked=intent.target if intent.target else None, **facts, **region_facts(result),
+        stage=layer_stage(state, result.layer), vit_note=note,
         images=[_overlay_picture(state, result)], suggestions=suggestions_for(state, result, I.WHY),
-        data={"header": header, "explanation": result.to_dict(), **_head_data(result), **_facts_data(facts)},
+        data={"header": header, "explanation": result.to_dict(), "transformer_note": note is not None,
+              **_head_data(result), **_facts_data(facts)},
         footer=result)
 
 
@@ -234,15 +271,17 @@ def _why_findings(state: SessionState, intent: Intent, result: Explanation, head
     rows = [{"result": r, "region": r.region, "empty": r.region.coverage <= 0} for r in results]
     facts = _warnings(state, result)
     hidden = 0 if asked else max(0, len(positive) - len(results))
+    note = transformer_note(state, once=True) if result.method == state.method else None
     return render_reply(
         state, "findings", intent, header=header, entry=state.current, result=results[0], rows=rows,
         positive=positive, asked=asked, why_not=why_not, threshold=threshold, others=others,
-        hidden=hidden, method=method_name(result.method),
+        hidden=hidden, method=method_name(result.method), stage=layer_stage(state, result.layer), vit_note=note,
         cells=region_facts(results[0])["cells"], **facts,
         images=[_overlay_picture(state, r) for r in results],
         suggestions=suggestions_for(state, results[0], I.WHY, *((I.CLASS,) if why_not else ())),
         data={"header": header, "explanation": results[0].to_dict(), "explanations": [r.to_dict() for r in results],
-              "not_shown": hidden, **_head_data(result), **_facts_data(facts)}, footer=results[0])
+              "not_shown": hidden, "transformer_note": note is not None, **_head_data(result),
+              **_facts_data(facts)}, footer=results[0])
 
 
 def answer_confidence(state: SessionState, intent: Intent) -> Reply:
@@ -453,50 +492,71 @@ def answer_compare_methods(state: SessionState, intent: Intent) -> Reply:
 def answer_use_method(state: SessionState, intent: Intent) -> Reply:
     names = [method_name(m) for m in METHODS]
     if intent.method is None:
-        return render_reply(state, "method", intent, current=method_name(state.settings.method), methods=names,
-                            suggestions=[ask("use", name=method_name(m)) for m in METHODS
-                                         if m != state.settings.method],
-                            data={"method": state.settings.method})
+        note = transformer_note(state)
+        return render_reply(state, "method", intent, switched=None, current=method_name(state.method), methods=names,
+                            chosen=state.method_chosen, vit_note=note,
+                            suggestions=[ask("use", name=method_name(m)) for m in METHODS if m != state.method],
+                            data={"method": state.method, "chosen": state.method_chosen,
+                                  "transformer_note": note is not None})
     state.update_settings(method=intent.method)
     if state.current is None:
         return render_reply(state, "method", intent, switched=method_name(intent.method),
                             current=method_name(intent.method), methods=[], suggestions=[ask("what_is_gradcam")],
-                            data={"method": state.settings.method})
+                            data={"method": state.method, "chosen": True})
     return answer_why(state, intent, header="method")
 
 
 def answer_layers(state: SessionState, intent: Intent) -> Reply:
+    """Maps at a few depths. A vision transformer's rows are its stages (the embeddings, block outputs, the norm
+    before the last block's attention) on the patch grid; a CNN's are the ends of its resolution stages."""
     top = state.explanation()
     usable = usable_layers(state.layer_paths())
     paths = depth_layers(usable)
     results = [state.explanation(top.target_index, layer=p.name) for p in paths]
-    rows = [{"name": p.name, "shape": f"{p.output_shape[1]}×{p.output_shape[2]}×{p.output_shape[3]}", "result": r}
-            for p, r in zip(paths, results, strict=True)]
+    rows = [_layer_row(state, p, r) for p, r in zip(paths, results, strict=True)]
     side = state.picture(
         ("layers", *(id(r) for r in results), state.settings.opacity, state.settings.colormap),
-        lambda: tile([state.overlay(r) for r in results],
-                     [caption("layer", name=row["name"], shape=row["shape"]) for row in rows]),
+        lambda: tile([state.overlay(r) for r in results], [_layer_caption(row) for row in rows]),
         results[-1])
     current = state.settings.layer or state.default_layer()
+    transformer = any(row["stage"] for row in rows)
     return render_reply(
         state, "layers", intent, rows=rows, current=current, default=state.default_layer(), top=top,
-        method=method_name(top.method), n_layers=len(usable),
+        method=method_name(top.method), n_layers=len(usable), transformer=transformer,
+        n_blocks=block_count(usable), default_stage=layer_stage(state, state.default_layer()),
         images=[(side, caption("layers", method=method_name(top.method), label=top.target_label, count=len(rows)))],
         suggestions=[ask("use_layer", name=rows[0]["name"]), *suggestions_for(state, top, I.LAYERS)],
-        data={"layers": [{"name": r["name"], "shape": r["shape"], "region": r["result"].region.to_dict()}
-                         for r in rows], "current": current}, footer=top)
+        data={"layers": [{"name": r["name"], "shape": r["shape"], "region": r["result"].region.to_dict(),
+                          **({"block": r["stage"]["block"], "stage": r["stage"]["label"], "grid": r["stage"]["grid"]}
+                             if r["stage"] else {})} for r in rows],
+              "current": current, **({"blocks": block_count(usable)} if transformer else {})}, footer=top)
+
+
+def _layer_row(state: SessionState, path: Any, result: Explanation) -> dict:
+    shape = path.output_shape
+    return {"name": path.name, "shape": f"{shape[1]}×{shape[2]}×{shape[3]}", "result": result,
+            "stage": layer_stage(state, path.name)}
+
+
+def _layer_caption(row: dict) -> str:
+    stage = row["stage"]
+    if stage is None:
+        return caption("layer", name=row["name"], shape=row["shape"])
+    return caption("layer_stage", stage=stage["label"], grid=stage["grid"], dim=stage["dim"])
 
 
 def answer_use_layer(state: SessionState, intent: Intent) -> Reply:
     name = _chosen_layer(state, intent)
     if name is None:
-        return render_reply(state, "layer_unknown", intent, asked=intent.layer,
-                            layers=[p.name for p in depth_layers(usable_layers(state.layer_paths()), 6)], error=True,
+        names = [p.name for p in depth_layers(usable_layers(state.layer_paths()), 6)]
+        return render_reply(state, "layer_unknown", intent, asked=intent.layer, layers=names,
+                            stages=[layer_stage(state, n) for n in names], error=True,
                             suggestions=[ask("layers")], data={"asked": intent.layer})
     state.update_settings(layer=None if name == state.default_layer() else name)
     if state.current is None:
-        return render_reply(state, "layer_set", intent, layer=name, suggestions=[ask("layers")],
-                            data={"layer": name})
+        stage = layer_stage(state, name)
+        return render_reply(state, "layer_set", intent, layer=name, stage=stage, suggestions=[ask("layers")],
+                            data={"layer": name, **({"block": stage["block"]} if stage else {})})
     return answer_why(state, intent, header="layer")
 
 
@@ -521,22 +581,25 @@ def _chosen_layer(state: SessionState, intent: Intent) -> str | None:
 
 
 def answer_teach(state: SessionState, intent: Intent) -> Reply:
-    method = intent.method if intent.method in METHODS else state.settings.method
+    method = intent.method if intent.method in METHODS else state.method
     result = state.explanation(method=method) if state.current is not None else None
     weights = None
     if result is not None and result.channel_weights is not None:
         order = np.argsort(-result.channel_weights)[:3]
         weights = {"top": [(int(k), float(result.channel_weights[k])) for k in order],
                    "positive": int((result.channel_weights > 0).sum()), "total": result.n_channels}
+    layer = result.layer if result else state.default_layer()
+    # Teaching Grad-CAM or the transformer default on a transformer: say why the default differs from Grad-CAM.
+    note = transformer_note(state) if method in ("gradcam", TRANSFORMER_METHOD) else None
     return render_reply(
         state, "teach", intent, method=method, name=method_name(method), result=result, weights=weights,
         squash=squash(state.model.info.head), colormap=state.settings.colormap,
-        layer=result.layer if result else state.default_layer(),
+        layer=layer, stage=layer_stage(state, layer), vit_note=note,
         cells=f"{result.cam.shape[0]}×{result.cam.shape[1]}" if result is not None else None,
         channels=_channels(state, result.layer) if result else None,
         logit=float(result.logits[result.target_index]) if result is not None else None,
         suggestions=suggestions_for(state, result, I.TEACH) if result else [ask("help")],
-        data={"method": method, "channel_weights": weights}, footer=result)
+        data={"method": method, "channel_weights": weights, "transformer_note": note is not None}, footer=result)
 
 
 def _channels(state: SessionState, layer: str) -> int | None:
@@ -560,13 +623,17 @@ def answer_model(state: SessionState, intent: Intent) -> Reply:
             return answer_why(state, intent, header="model")
     info = state.model.info
     others = [m for m in state.model_names if m != info.name]
+    layer = state.settings.layer or state.default_layer()
+    note = transformer_note(state)
     return render_reply(
         state, "model", intent, info=info, n_labels=len(info.labels), labels=info.labels[:10],
-        layer=state.settings.layer or state.default_layer(), method=method_name(state.settings.method),
+        layer=layer, stage=layer_stage(state, layer), method=method_name(state.method), chosen=state.method_chosen,
+        vit_note=note, n_blocks=block_count(state.layer_paths()) if note else 0,
         models=others, switched=bool(intent.model),
         suggestions=[*[ask("use_model", name=m) for m in others][:2], ask("help")],
         data={"head": info.head, "n_labels": len(info.labels), "channels": info.channels,
-              "input_size": list(info.input_size), "preprocess": info.preprocess,
+              "input_size": list(info.input_size), "preprocess": info.preprocess, "method": state.method,
+              "transformer": state.transformer,
               **({"decision_threshold": info.decision_threshold} if info.head == MULTILABEL else {})})
 
 

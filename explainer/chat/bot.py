@@ -132,7 +132,7 @@ class ChatSession:
 
     def progress_note(self, text: str | None) -> str | None:
         """A line to show while a slow answer (trust check, method comparison, layers, a slow method) is computed."""
-        method = METHODS[self.state.settings.method]
+        method = METHODS[self.state.method]
         note = render("progress", intent=parse(text or "").name, method=method.display_name,
                       method_slow=method.slow, slow=[m.display_name for m in METHODS.values() if m.slow],
                       n_methods=len(METHODS)).strip()

@@ -31,6 +31,7 @@ from ..models import LoadedModel
 from ..region import DEFAULT_THRESHOLD, localize
 from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from ..result import Explanation
+from ..transformers import default_method, is_transformer
 
 #: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
 #: anyway, and overlays of a 12-megapixel photo would cost memory and time in every answer.
@@ -40,6 +41,8 @@ MAX_IMAGES = 12
 #: How many explanations and pictures a conversation keeps (least recently used first out).
 MAX_CACHED = 48
 MAX_TOP_K = 20
+#: Method names that mean "the model's default" (Grad-CAM, or HiResCAM for a vision transformer).
+AUTO_METHOD = ("auto", "default", "automatic")
 
 
 class SettingError(ExplainerError):
@@ -60,8 +63,10 @@ class Settings:
         Localization threshold as a fraction of the map's maximum, in (0, 1].
     top_k : int
         How many classes "what is it" lists (1–20).
-    method : str
-        CAM method key (:data:`explainer.cams.METHODS`).
+    method : str or None
+        CAM method key (:data:`explainer.cams.METHODS`) the user chose; None for the model's default
+        (:meth:`SessionState.method`: Grad-CAM, or HiResCAM for a vision transformer). ``"auto"`` or ``"default"``
+        given to :meth:`validated` mean None.
     layer : str or None
         Target layer name; None for the model's default (last spatial layer).
     """
@@ -70,7 +75,7 @@ class Settings:
     colormap: str = DEFAULT_COLORMAP
     threshold: float = DEFAULT_THRESHOLD
     top_k: int = 5
-    method: str = "gradcam"
+    method: str | None = None
     layer: str | None = None
 
     def validated(self, **changes: Any) -> Settings:
@@ -88,9 +93,10 @@ class Settings:
             raise SettingError(f"The threshold must be above 0 and at most 1 (or 100 %), not {new.threshold}.")
         if not 1 <= int(new.top_k) <= MAX_TOP_K:
             raise SettingError(f"Top-k must be between 1 and {MAX_TOP_K}, not {new.top_k}.")
-        key = method_key(new.method)
-        if key not in METHODS:
+        key = None if new.method is None else method_key(new.method)
+        if key is not None and key not in METHODS and key not in AUTO_METHOD:
             raise SettingError(f"Unknown method {new.method!r}; choose one of {', '.join(METHODS)}.")
+        key = None if key in AUTO_METHOD else key
         return dataclasses.replace(new, opacity=float(new.opacity), threshold=float(new.threshold),
                                    top_k=int(new.top_k), method=key)
 
@@ -209,6 +215,7 @@ class SessionState:
         self.current: ImageEntry | None = None
         self.expected: ExpectedRegion | None = None  # the last region the user expects the evidence in
         self.last_answer: str | None = None  # the intent of the last answer that was not an error (follow-ups)
+        self.said: set[str] = set()  # notes said once per conversation (why a transformer's default method)
         self.turns = 0
         self.explain_calls = 0  # how often the engine was asked for maps (tests and benchmarks read it)
         self.lock = threading.RLock()  # one turn at a time; the app may change settings from another thread
@@ -224,7 +231,8 @@ class SessionState:
     def set_model(self, model: LoadedModel) -> None:
         """Answer with ``model`` from now on; the conversation, its images and settings are kept.
 
-        A target layer chosen for the previous model is reset (layer names differ between models).
+        A target layer chosen for the previous model is reset (layer names differ between models); a method the
+        user chose is kept, and without one the new model's default applies (:attr:`method`).
         """
         with self.lock:
             if model is not self.model:
@@ -249,6 +257,31 @@ class SessionState:
         if self.loader is None:
             raise ExplainerError("This chat cannot switch models by itself; use the model picker.")
         return self.loader(name)
+
+    @property
+    def method(self) -> str:
+        """The method key maps are made with: the user's choice, else the model's default (Grad-CAM, or HiResCAM for
+        a vision transformer, chosen by a pointing test: :data:`explainer.transformers.DEFAULT_METHOD`)."""
+        return self.settings.method or self.model_fact("default_method",
+                                                       lambda: default_method(self.model.keras_model))
+
+    @property
+    def method_chosen(self) -> bool:
+        """True when the user chose the method (it then stays, also across models)."""
+        return self.settings.method is not None
+
+    @property
+    def transformer(self) -> bool:
+        """True when the answering model is a vision transformer (its layers are token sequences in blocks)."""
+        return self.model_fact("transformer", lambda: is_transformer(self.model.keras_model))
+
+    def first_time(self, note: str) -> bool:
+        """True the first time ``note`` is asked about in this conversation (then it counts as said)."""
+        with self.lock:
+            if note in self.said:
+                return False
+            self.said.add(note)
+            return True
 
     def update_settings(self, **changes: Any) -> Settings:
         """Change settings (``opacity``, ``colormap``, ``threshold``, ``top_k``, ``method``, ``layer``).
@@ -356,7 +389,7 @@ class SessionState:
                      entry: ImageEntry | None = None) -> list[Explanation]:
         """Explanations of several targets on one image; only the missing ones are computed, in one batch."""
         entry = self._entry(entry)
-        method = method_key(method or self.settings.method)
+        method = method_key(method or self.method)
         layer = layer if layer is not None else self.settings.layer
         indices = [self._top_index(entry) if t is None else self.resolve_target(t) for t in targets]
         missing = list(dict.fromkeys(i for i in indices if i is None or self._cached(entry, method, layer, i) is None))
@@ -443,6 +476,7 @@ class SessionState:
         twin.current = self.current
         twin.expected = self.expected
         twin.last_answer = self.last_answer
+        twin.said = set(self.said)
         twin._counter = self._counter
         twin._regions = self._regions
         twin._models = dict(self._models)
