@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("images", nargs="+", help="image files or folders of images")
     add_model_arguments(run)
     run.add_argument("--target", help="class label or index to explain (default: the top prediction)")
-    run.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
+    run.add_argument("--method", default=None,
+                     help=f"one of: {', '.join(METHODS)} (default: Grad-CAM, or HiResCAM for a vision transformer)")
     run.add_argument("--layer", help="target layer name (default: the last spatial layer)")
     run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
     run.add_argument("--out", type=Path, help="folder for <image>_heatmap.npy and <image>_overlay.png")
@@ -80,7 +81,8 @@ def explain_command(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, labels=args.labels, preprocess=args.preprocess,
                            trust=True if args.trust_model else None)
-        get_method(args.method)  # fail once, before any image, on a misspelt method or layer
+        if args.method is not None:  # None: the engine picks (Grad-CAM, or HiResCAM for a vision transformer)
+            get_method(args.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         target = None if args.target is None else match_label(model.labels, args.target)
         box = None if args.box is None else parse_box(args.box, args.box_format)

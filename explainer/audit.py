@@ -41,6 +41,7 @@ from .layers import resolve_layer
 from .models import LoadedModel, add_model_arguments, load_model
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
+from .transformers import default_method
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 #: Images explained per call of the compiled ``explain`` (on 2 CPUs small batches are fastest per image).
@@ -549,7 +550,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folder", type=Path, metavar="DIR", help="class sub-folders of images, or a flat folder")
     add_model_arguments(parser)
-    parser.add_argument("--method", default="gradcam", help=f"one of: {', '.join(METHODS)}")
+    parser.add_argument("--method", default=None,
+                        help=f"one of: {', '.join(METHODS)} (default: Grad-CAM, or HiResCAM for a vision transformer)")
     parser.add_argument("--layer", help="target layer name (default: the last spatial layer)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
     regions = parser.add_mutually_exclusive_group()
@@ -578,7 +580,9 @@ def audit_command(args: argparse.Namespace, ray_runner: RayRunner | None = None)
         options = AuditOptions(args.method, args.layer, args.threshold, args.wrong_reason_threshold, args.batch_size)
         started = time.perf_counter()
         model = spec.load()
-        get_method(args.method)  # fail once, before any image, on a misspelt method or layer
+        if options.method is None:  # the engine's default for this model, named in every record and the report
+            options = replace(options, method=default_method(model.keras_model))
+        get_method(options.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         plan = plan_audit(args.folder, model.labels, args.boxes, args.masks)
         loaded = time.perf_counter() - started
