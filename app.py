@@ -59,6 +59,7 @@ from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
 from explainer.serving import QueueGuard, ServerLimits, fold, painted_mask
+from explainer.transformers import default_method
 from explainer.uploads import UploadRefused, uploaded_file, uploaded_files
 
 logger = logging.getLogger("gradcam_chat")
@@ -73,6 +74,8 @@ MAX_FILE_SIZE = "200mb"
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
 #: The brush colour of "Where should it look?" (also the outline of the visitor's region in answers).
 REGION_COLOUR = "#ff00ff"
+#: The method setting meaning "the model's default" (Grad-CAM, or HiResCAM for a vision transformer).
+AUTO = "auto"
 #: The Audit tab's model choice meaning "the model answering in the chat" (e.g. the visitor's uploaded model).
 CURRENT_MODEL = "(current)"
 #: Temporary files (uploads, answer pictures) live this long (seconds), swept this often: as long as a session.
@@ -319,6 +322,7 @@ class ChatApp:
         box = gr.MultimodalTextbox(value=None, interactive=not busy)
         picker = gr.Dropdown(choices=visit.menu.choices(), value=visit.menu.key_of(visit.chat.model))
         settings = [getattr(visit.chat.settings, name) for name in SETTING_NAMES]
+        settings[SETTING_NAMES.index("method")] = visit.chat.settings.method or AUTO  # None: the model's default
         return visit.messages, box, picker, *settings, visit
 
     def show(self, visit: Visit, reply: Reply) -> None:
@@ -515,9 +519,10 @@ class ChatApp:
         path = upload_path(archive)
         if path is None:
             raise gr.Error(render("audit_no_zip"))
-        if method not in METHODS:
+        if method != AUTO and method not in METHODS:
             raise gr.Error(f"Unknown method {str(method)[:40]!r}.")
         model = self._audit_model(model_name, visit)
+        method = default_method(model.keras_model) if method == AUTO else method
         work = Path(tempfile.mkdtemp(prefix="audit-", dir=upload_folder()))
         try:
             folder = extract_audit_folder(path, work / "in", max_images=self.limits.audit_images)
@@ -632,7 +637,8 @@ class ChatApp:
             gr.Slider(0.05, 1.0, value=start.threshold, step=0.05, label="Localization threshold",
                       info="Fraction of the map's peak that counts as the region"),
             gr.Slider(1, MAX_TOP_K, value=start.top_k, step=1, label="Top classes listed"),
-            gr.Dropdown([(METHODS[key].display_name, key) for key in METHODS], value=start.method,
+            gr.Dropdown([(render("method_auto").strip(), AUTO), *((METHODS[key].display_name, key) for key in METHODS)],
+                        value=start.method or AUTO,
                         label="CAM method"),
         ]
 
@@ -651,7 +657,8 @@ class ChatApp:
                 archive = gr.File(label="Validation set (.zip)", file_types=[".zip"])
                 model = gr.Dropdown([*self.builtins, (render("audit_current_model"), CURRENT_MODEL)],
                                     value=self.default_name, label="Model")
-                method = gr.Dropdown([(METHODS[key].display_name, key) for key in METHODS], value="gradcam",
+                method = gr.Dropdown([(render("method_auto").strip(), AUTO),
+                                      *((METHODS[key].display_name, key) for key in METHODS)], value=AUTO,
                                      label="CAM method")
                 run = gr.Button("Run the audit", variant="primary")
             with gr.Column():
