@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", help="class label or index to explain (default: the top prediction)")
     run.add_argument("--method", default=None,
                      help=f"one of: {', '.join(METHODS)} (default: Grad-CAM, or HiResCAM for a vision transformer)")
-    run.add_argument("--layer", help="target layer name (default: the last spatial layer)")
+    run.add_argument("--layer", help="target layer (default: a CNN's last spatial layer, a ViT's token embeddings)")
     run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
     run.add_argument("--out", type=Path, help="folder for <image>_heatmap.npy and <image>_overlay.png")
     run.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")

@@ -552,7 +552,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--method", default=None,
                         help=f"one of: {', '.join(METHODS)} (default: Grad-CAM, or HiResCAM for a vision transformer)")
-    parser.add_argument("--layer", help="target layer name (default: the last spatial layer)")
+    parser.add_argument("--layer", help="target layer (default: a CNN's last spatial layer, a ViT's token embeddings)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
     regions = parser.add_mutually_exclusive_group()
     regions.add_argument("--masks", type=Path, help="folder of expected-region masks (same relative paths)")
