@@ -55,6 +55,7 @@ from explainer.chat import (
 )
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
+from explainer.dicom import DICOM_NAME, is_dicom
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
@@ -151,8 +152,12 @@ def reply_messages(reply: Reply) -> list[dict]:
 
 
 def user_messages(text: str, files: list[str]) -> list[dict]:
-    """The user's turn as shown in the chat: uploads first, then the text exactly as typed (escaped)."""
-    messages = [{"role": "user", "content": {"path": path}} for path in files]
+    """The user's turn as shown in the chat: uploads first, then the text exactly as typed (escaped).
+
+    A DICOM file is not shown back as a file: its name is often the patient's, and a browser cannot preview it.
+    """
+    messages = [{"role": "user", "content": f"📎 {DICOM_NAME}" if is_dicom(path) else {"path": path}}
+                for path in files]
     if text.strip():
         messages.append({"role": "user", "content": str(escape_markdown(text, ECHO_CHARS))})
     return messages

@@ -528,3 +528,16 @@ def test_the_download_size_is_asked_of_the_hub(monkeypatch):
     assert hub.download_size("hf://someone/pets/model.keras") == 300
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     assert hub.download_size("hf://someone/pets") is None  # offline: the load itself says so
+
+
+def test_a_dicom_upload_never_shows_its_name_or_header(url, tmp_path):
+    import numpy as np
+    from test_dicom import PATIENT, write_dicom
+
+    ramp = np.tile(np.linspace(0, 4000, 96, dtype=np.uint16), (96, 1))
+    path = write_dicom(tmp_path / "Doe_Jane_1970-01-01.dcm", ramp)
+    conversation = say(new_client(url), "why?", str(path))
+    shown = repr(conversation)
+    assert "Doe_Jane" not in shown and "1970" not in shown
+    assert not any(str(value) in shown for value in PATIENT.values())
+    assert "the DICOM file" in shown and pictures(last_turn(conversation))  # explained, and called by its kind
