@@ -56,11 +56,11 @@ from explainer.chat import (
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.dicom import DICOM_NAME, is_dicom
+from explainer.engine import default_method
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
 from explainer.serving import QueueGuard, ServerLimits, fold, painted_mask
-from explainer.transformers import default_method
 from explainer.uploads import UploadRefused, uploaded_file, uploaded_files
 
 logger = logging.getLogger("gradcam_chat")
@@ -527,7 +527,7 @@ class ChatApp:
         if method != AUTO and method not in METHODS:
             raise gr.Error(f"Unknown method {str(method)[:40]!r}.")
         model = self._audit_model(model_name, visit)
-        method = default_method(model.keras_model) if method == AUTO else method
+        method = default_method(model) if method == AUTO else method
         work = Path(tempfile.mkdtemp(prefix="audit-", dir=upload_folder()))
         try:
             folder = extract_audit_folder(path, work / "in", max_images=self.limits.audit_images)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from . import dicom
 from .cams import METHODS, get_method
-from .engine import explain
+from .engine import default_method, explain
 from .errors import ExplainerError
 from .groundtruth import BOX_FORMATS, WRONG_REASON_THRESHOLD, compare_region, draw_expected, expected_mask, parse_box
 from .images import IMAGE_SUFFIXES, load_image_with_notes
@@ -41,7 +41,6 @@ from .layers import resolve_layer
 from .models import LoadedModel, add_model_arguments, load_model
 from .region import DEFAULT_THRESHOLD
 from .render import draw_region, overlay
-from .transformers import default_method
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 #: Images explained per call of the compiled ``explain`` (on 2 CPUs small batches are fastest per image).
@@ -581,7 +580,7 @@ def audit_command(args: argparse.Namespace, ray_runner: RayRunner | None = None)
         started = time.perf_counter()
         model = spec.load()
         if options.method is None:  # the engine's default for this model, named in every record and the report
-            options = replace(options, method=default_method(model.keras_model))
+            options = replace(options, method=default_method(model))
         get_method(options.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
         plan = plan_audit(args.folder, model.labels, args.boxes, args.masks)

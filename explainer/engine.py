@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from . import deadline
+from . import deadline, transformers
 from .cams import CamBatch, get_method
 from .errors import ExplainerError, ModelError
 from .graph import Replay
@@ -26,7 +26,7 @@ from .layers import LayerPath, resolve_layer
 from .models import LoadedModel
 from .region import DEFAULT_THRESHOLD, localize
 from .result import Explanation, Prediction
-from .transformers import as_feature_maps, default_method
+from .transformers import as_feature_maps
 
 TOP_K = 5
 _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
@@ -165,7 +165,7 @@ def explain(
         A list when ``image`` or ``target`` is a list.
     """
     images, targets, as_list = _pairs(image, target)
-    cam = get_method(method or _default_method(model))
+    cam = get_method(method or default_method(model))
     fns = compiled(model, layer)
     images = [load_image(img) for img in images]
     inputs = model.prepare(images)
@@ -189,11 +189,10 @@ def explain(
     return results if as_list else results[0]
 
 
-def _default_method(model: LoadedModel) -> str:
-    """Grad-CAM, or HiResCAM for a vision transformer: decided once per model."""
-    if "default_method" not in model._compiled:
-        model._compiled["default_method"] = default_method(model.keras_model)
-    return model._compiled["default_method"]
+def default_method(model: LoadedModel) -> str:
+    """The method used when none is asked for: Grad-CAM, or HiResCAM for a vision transformer (decided once per
+    model and kept on it, for the engine, the chat, the audit and the app alike)."""
+    return model.memo("default_method", lambda: transformers.default_method(model.keras_model))
 
 
 def _expect_affordable(model: LoadedModel, cam, channels: int, images: int) -> None:

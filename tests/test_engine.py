@@ -157,7 +157,7 @@ def test_compiled_once_and_reused(gap_model, rng):
     explain(model, image)
     explain(model, [image, image])
     explain(model, image, layer="relu_a")  # the same layer by name shares the compiled function
-    compiled_layers = {id(v): v for k, v in model._compiled.items() if k.startswith("layer:")}
+    compiled_layers = {id(v): v for k, v in model._compiled.items() if isinstance(k, str) and k.startswith("layer:")}
     assert len(compiled_layers) == 1
     (fn,) = compiled_layers.values()
     assert fn.with_gradients.experimental_get_tracing_count() == 1

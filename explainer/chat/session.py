@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..cams import METHODS, method_key
-from ..engine import explain
+from ..engine import default_method, explain
 from ..errors import ClassError, ExplainerError, ImageError
 from ..images import load_image_with_notes
 from ..labels import match_label
@@ -31,7 +31,7 @@ from ..models import LoadedModel
 from ..region import DEFAULT_THRESHOLD, localize
 from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from ..result import Explanation
-from ..transformers import default_method, is_transformer
+from ..transformers import is_transformer
 
 #: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
 #: anyway, and overlays of a 12-megapixel photo would cost memory and time in every answer.
@@ -262,8 +262,7 @@ class SessionState:
     def method(self) -> str:
         """The method key maps are made with: the user's choice, else the model's default (Grad-CAM, or HiResCAM for
         a vision transformer, chosen by a pointing test: :data:`explainer.transformers.DEFAULT_METHOD`)."""
-        return self.settings.method or self.model_fact("default_method",
-                                                       lambda: default_method(self.model.keras_model))
+        return self.settings.method or default_method(self.model)
 
     @property
     def method_chosen(self) -> bool:
