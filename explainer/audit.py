@@ -38,9 +38,10 @@ from .groundtruth import BOX_FORMATS, WRONG_REASON_THRESHOLD, compare_region, dr
 from .images import IMAGE_SUFFIXES, load_image_with_notes
 from .labels import normalize
 from .layers import resolve_layer
+from .messages import quote
 from .models import LoadedModel, add_model_arguments, load_model
 from .region import DEFAULT_THRESHOLD
-from .render import draw_region, overlay
+from .render import draw_outline, overlay
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 #: Images explained per call of the compiled ``explain`` (on 2 CPUs small batches are fastest per image).
@@ -140,8 +141,11 @@ class Plan:
 
 
 def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
-               masks_dir: Path | None = None) -> Plan:
+               masks_dir: Path | None = None, name: str | None = None) -> Plan:
     """Find the images of ``folder``, their true classes among ``labels`` and their expected regions.
+
+    ``name`` is what messages call the folder, a noun phrase (default: "the folder '<its path>'"; a server names an
+    unpacked upload, "the uploaded set", instead of telling its visitors where it keeps files).
 
     Raises
     ------
@@ -150,7 +154,7 @@ def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
         names images not in the folder; a masks folder holding no mask of any image.
     """
     folder = folder.resolve()  # workers on other machines or in other folders read the same files
-    found, skipped = _find_images(folder)
+    found, skipped = _find_images(folder, name or f"the folder {quote(str(folder))}")
     layout = "classes" if any(cls is not None for _rel, cls in found) else "flat"
     notes = _skipped_note(skipped)
     indices, note = class_indices(sorted({cls for _rel, cls in found if cls is not None}), labels)
@@ -162,17 +166,17 @@ def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
     masks = find_masks(masks_dir.resolve(), [rel for rel, _cls in found]) if masks_dir else {}
     if masks_dir and len(masks) < len(found):
         missing = next(rel for rel, _cls in found if rel not in masks)
-        notes.append(f"{len(found) - len(masks)} of {len(found)} images have no mask (e.g. {missing!r}): they get no "
+        notes.append(f"{len(found) - len(masks)} of {len(found)} images have no mask (e.g. {quote(missing)}): they get no "
                      "expected region.")
     items = [AuditItem(i, rel, str(folder / rel), cls, None if cls is None else indices[cls],
                        boxes.get(rel), masks.get(rel)) for i, (rel, cls) in enumerate(found)]
     return Plan(items, layout, notes)
 
 
-def _find_images(folder: Path) -> tuple[list[tuple[str, str | None]], list[str]]:
+def _find_images(folder: Path, name: str) -> tuple[list[tuple[str, str | None]], list[str]]:
     """(relative path, class folder or None) of every image, sorted; and the relative paths skipped."""
     if not folder.is_dir():
-        raise AuditError(f"There is no folder {str(folder)!r} to audit.")
+        raise AuditError(f"There is no folder to audit: {name} does not exist.")
     found: list[tuple[str, str | None]] = []
     skipped: list[str] = []
     for path in sorted(folder.rglob("*")):
@@ -186,7 +190,7 @@ def _find_images(folder: Path) -> tuple[list[tuple[str, str | None]], list[str]]
         else:
             skipped.append(rel.as_posix())
     if not found:
-        raise AuditError(f"The folder {str(folder)!r} holds no images (looked for "
+        raise AuditError(f"{name[:1].upper()}{name[1:]} holds no images (looked for "
                          f"{', '.join(sorted(IMAGE_SUFFIXES))} files in it and in its sub-folders).")
     return found, skipped
 
@@ -195,7 +199,7 @@ def _skipped_note(skipped: list[str]) -> list[str]:
     if not skipped:
         return []
     return [f"Skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} that {'are' if len(skipped) > 1 else 'is'} "
-            f"not an image by its name (e.g. {skipped[0]!r})."]
+            f"not an image by its name (e.g. {quote(skipped[0])})."]
 
 
 def class_indices(folders: list[str], labels: list[str]) -> tuple[dict[str, int], str | None]:
@@ -225,10 +229,11 @@ def class_indices(folders: list[str], labels: list[str]) -> tuple[dict[str, int]
         ordered = dict(zip(sorted(folders), range(len(labels)), strict=True))
         first = sorted(folders)[0]
         return ordered, (f"The class folders are not named after the model's labels: they were taken in sorted "
-                         f"order, as image_dataset_from_directory numbers them ({first!r} is {labels[0]!r}).")
+                         f"order, as image_dataset_from_directory numbers them ({quote(first)} is "
+                         f"{quote(labels[0])}).")
     unknown = next(name for name in folders if name not in matched)
     known = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-    raise AuditError(f"The class folder {unknown!r} is not one of the model's {len(labels)} classes ({known}). Name "
+    raise AuditError(f"The class folder {quote(unknown)} is not one of the model's {len(labels)} classes ({known}). Name "
                      "each folder after a class, or give --labels (one label a line, in the model's order).")
 
 
@@ -245,7 +250,7 @@ def read_boxes(csv_file: Path, images: set[str]) -> dict[str, list[list[int]]]:
         with open(csv_file, newline="", encoding="utf-8-sig") as stream:
             rows = list(csv.reader(stream))
     except (OSError, UnicodeDecodeError) as err:
-        raise AuditError(f"Cannot read the boxes file {csv_file.name!r}: {err.strerror or err}.") from err
+        raise AuditError(f"Cannot read the boxes file {quote(csv_file.name)}: {err.strerror or err}.") from err
     box_format = _box_format([c.strip().lower() for c in rows[0]] if rows else [], csv_file.name)
     boxes: dict[str, list[list[int]]] = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -260,10 +265,10 @@ def read_boxes(csv_file: Path, images: set[str]) -> dict[str, list[list[int]]]:
             raise AuditError(f"{csv_file.name}, line {line}: {err}") from err
         boxes.setdefault(_relative(row[0]), []).append(list(box))
     if not boxes:
-        raise AuditError(f"The boxes file {csv_file.name!r} has no rows after its header.")
+        raise AuditError(f"The boxes file {quote(csv_file.name)} has no rows after its header.")
     missing = [rel for rel in boxes if rel not in images]
     if missing:
-        listed = ", ".join(repr(m) for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        listed = ", ".join(quote(m) for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise AuditError(f"{csv_file.name} names {len(missing)} image{'s' if len(missing) > 1 else ''} that "
                          f"{'are' if len(missing) > 1 else 'is'} not in the audited folder: {listed}. Paths are "
                          "relative to the folder, e.g. circle/img_001.png.")
@@ -295,7 +300,7 @@ def find_masks(masks_dir: Path, images: list[str]) -> dict[str, str]:
         When ``masks_dir`` is not a folder or holds the mask of no image.
     """
     if not masks_dir.is_dir():
-        raise AuditError(f"There is no masks folder {str(masks_dir)!r}.")
+        raise AuditError(f"There is no masks folder {quote(str(masks_dir))}.")
     masks = {}
     for rel in images:
         same = masks_dir / rel
@@ -305,7 +310,7 @@ def find_masks(masks_dir: Path, images: list[str]) -> dict[str, str]:
             masks[rel] = str(found)
     if not masks:
         raise AuditError(f"The masks folder holds no mask for any image: a mask has its image's relative path "
-                         f"(e.g. {images[0]!r}, any image suffix).")
+                         f"(e.g. {quote(images[0])}, any image suffix).")
     return masks
 
 
@@ -403,23 +408,22 @@ def picture(result, expected: np.ndarray | None) -> str:
     image = cv2.resize(result.image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
     heat = cv2.resize(result.heatmap, size, interpolation=cv2.INTER_LINEAR)
     drawn = overlay(image, heat)
-    region = result.region
-    if region.coverage > 0:
-        mask = cv2.resize(region.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        drawn = draw_region(drawn, _scaled_region(region, mask, scale), box=False)
+    if result.region.coverage > 0:  # the refined outline (the segmentation), at the picture's size
+        drawn = draw_outline(drawn, cv2.resize(result.region.shown_mask.astype(np.uint8), size,
+                                               interpolation=cv2.INTER_NEAREST))
     if expected is not None:
         drawn = draw_expected(drawn, cv2.resize(expected.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST))
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return base64.b64encode(data.tobytes()).decode("ascii") if ok else ""
 
 
-def _scaled_region(region, mask: np.ndarray, scale: float):
-    return replace(region, mask=mask, bbox=tuple(round(v * scale) for v in region.bbox))
-
-
-def run_local(model: LoadedModel, items: list[AuditItem], options: AuditOptions) -> Iterable[dict]:
-    """Records of every item, in order, batch after batch on this machine."""
+def run_local(model: LoadedModel, items: list[AuditItem], options: AuditOptions,
+              stop: Callable[[], bool] | None = None) -> Iterable[dict]:
+    """Records of every item, in order, batch after batch on this machine; before each batch, ``stop()`` may end
+    the run there (a time limit): every record of a batch begun is delivered."""
     for start in range(0, len(items), options.batch_size):
+        if stop is not None and stop():
+            return
         yield from process_batch(model, items[start : start + options.batch_size], options)
 
 
@@ -668,7 +672,10 @@ def report_context(model, plan: Plan, options: AuditOptions, folder: str, region
 
 @dataclass
 class AuditRun:
-    """A finished audit: its summary, its two files, and what was noticed on the way."""
+    """A finished audit: its summary, its two files, and what was noticed on the way.
+
+    ``images`` were explained of the ``planned``; fewer when the run was ``stopped`` at its time limit.
+    """
 
     summary: dict
     results: Path
@@ -676,17 +683,20 @@ class AuditRun:
     images: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    planned: int = 0
+    stopped: bool = False
 
 
 def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOptions = AuditOptions(),
                  boxes: Path | None = None, masks: Path | None = None, name: str | None = None,
-                 on_record: Callable[[int, int], None] | None = None) -> AuditRun:
+                 on_record: Callable[[int, int], None] | None = None, seconds: float | None = None) -> AuditRun:
     """Audit ``folder`` with ``model`` on this machine (the local engine): results.jsonl and report.html in ``out``.
 
     ``on_record(done, total)`` is called after each image (a progress bar; raising in it stops the audit).
-    Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
+    ``seconds`` bounds the run: no batch starts after it, and the report covers the images explained by then,
+    saying so. Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
     """
-    plan = plan_audit(folder, model.labels, boxes, masks)
+    plan = plan_audit(folder, model.labels, boxes, masks, name=name)
     out.mkdir(parents=True, exist_ok=True)
     done = [0]
 
@@ -696,18 +706,31 @@ def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOpti
             on_record(done[0], len(plan.items))
 
     started = time.perf_counter()
+    over = (lambda: time.perf_counter() - started > seconds) if seconds is not None else None
     collector = Collector(out, options, on_record=advance)
     try:
-        for record in run_local(model, plan.items, options):
+        for record in run_local(model, plan.items, options, stop=over):
             collector.add(record)
     finally:
         collector.close()
-    seconds = time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    notes = list(plan.notes)
+    stopped = len(collector.rows) < len(plan.items)
+    if stopped:
+        notes.insert(0, stopped_note(len(collector.rows), len(plan.items), seconds))
     summary = summarize(collector.rows)
     regions = "masks" if masks else "boxes" if boxes else None
-    context = report_context(model, plan, options, name or folder.name, regions, "local", seconds)
-    report = write_report(out / "report.html", collector, summary, context)
-    return AuditRun(summary, collector.path, report, len(plan.items), seconds, list(plan.notes))
+    context = report_context(model, plan, options, name or folder.name, regions, "local", elapsed)
+    throughput = len(collector.rows) / elapsed if elapsed > 0 else None
+    report = write_report(out / "report.html", collector, summary, {**context, "notes": notes, "throughput": throughput})
+    return AuditRun(summary, collector.path, report, len(collector.rows), elapsed, notes, len(plan.items), stopped)
+
+
+def stopped_note(done: int, planned: int, seconds: float | None) -> str:
+    """What a report says when its audit stopped at the time limit before every image was explained."""
+    return (f"The audit stopped at this server's time limit for one audit ({seconds:g} seconds): {done} of {planned} "
+            "images were explained, and this report covers those. Audit a smaller sample here, or run python -m "
+            "explainer audit on your own machine for the whole set.")
 
 
 def _outcome(summary: dict, n: int, seconds: float, first: float, loaded: float, engine: str) -> str:

@@ -26,6 +26,7 @@ from .layers import LayerPath, resolve_layer
 from .models import LoadedModel
 from .region import DEFAULT_THRESHOLD, localize
 from .result import Explanation, Prediction
+from .segment import BaseSegmenter, get_segmenter, no_mask_reason
 from .transformers import as_feature_maps
 
 TOP_K = 5
@@ -136,6 +137,7 @@ def explain(
     layer: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
+    segment: str | BaseSegmenter | None = None,
 ) -> Explanation | list[Explanation]:
     """Explain what ``model`` looks at in ``image``.
 
@@ -158,6 +160,11 @@ def explain(
         Localization threshold as a fraction of the map's maximum.
     top_k : int
         How many predictions to report.
+    segment : str or BaseSegmenter, optional
+        How :attr:`Region.mask <explainer.region.Region.mask>` segments the object (a name from
+        :data:`explainer.segment.SEGMENTERS`; default :data:`~explainer.segment.DEFAULT_SEGMENT`). The mask is
+        computed when first read, so an explanation nobody segments costs nothing more. A class below the
+        probability cutoff gets no mask (:func:`explainer.segment.no_mask_reason`).
 
     Returns
     -------
@@ -166,6 +173,7 @@ def explain(
     """
     images, targets, as_list = _pairs(image, target)
     cam = get_method(method or default_method(model))
+    segmenter = get_segmenter(segment)
     fns = compiled(model, layer)
     images = [load_image(img) for img in images]
     inputs = model.prepare(images)
@@ -183,7 +191,7 @@ def explain(
     probs = probabilities(logits, model.info.head)
     results = [
         _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], probs[i],
-                int(chosen[i]), cam.name, fns.layer.name, threshold, top_k)
+                int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter)
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
@@ -216,7 +224,7 @@ def _pairs(image, target) -> tuple[list, list, bool]:
 
 
 def _result(model, image, cam_map, raw, weights, logits, probs, target, method, layer, threshold,
-            top_k) -> Explanation:
+            top_k, segmenter) -> Explanation:
     height, width = image.shape[:2]
     heatmap = upsample(cam_map, (height, width))
     # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax. Every head's
@@ -233,7 +241,8 @@ def _result(model, image, cam_map, raw, weights, logits, probs, target, method, 
         logits=np.asarray(logits, np.float32),
         method=method,
         layer=layer,
-        region=localize(heatmap, threshold),
+        region=localize(heatmap, threshold, image, segmenter, no_mask_reason(
+            model.labels[target], float(probs[target]), model.info.head, model.info.decision_threshold)),
         cam=raw,
         channel_weights=weights,
         model_name=model.name,

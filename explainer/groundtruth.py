@@ -32,6 +32,7 @@ from . import dicom, metrics
 from .errors import ExplainerError
 from .images import _open as open_image_file  # Pillow with the project's size limits and plain error messages
 from .images import load_image
+from .region import iou_of_masks
 from .result import Explanation
 
 #: Energy inside below which a correct prediction counts as "right for the wrong reason" (audit default).
@@ -330,7 +331,7 @@ def compare_region(
         tolerance = float(metrics.scaled_tolerance([expected])[0])
     image, heat = [result.image], [result.heatmap]
     hit = bool(metrics.pointing_game(None, image, heat, masks=[expected], tolerance=tolerance)[0])
-    iou = float(metrics.mask_iou(None, image, heat, masks=[expected], threshold=result.region.threshold)[0])
+    iou = iou_of_masks(result.region.shown_mask, expected)  # the segmentation (or heat region) shown
     energy = energy_inside(result.heatmap, expected)
     return {
         "energy_inside": round(energy, 6),

@@ -31,7 +31,7 @@ from .heads import probabilities as head_probabilities
 from .images import load_image
 from .layers import walk
 from .models import LoadedModel, resize
-from .region import DEFAULT_THRESHOLD, iou_of_boxes, localize
+from .region import DEFAULT_THRESHOLD, iou_of_boxes, iou_of_masks, localize
 
 #: TorchRay's pointing-game tolerance, 15 px at 224 px, as a fraction of the image's larger side: scaled so that
 #: small images do not get a tolerance as large as their objects (see :func:`scaled_tolerance`).
@@ -198,19 +198,18 @@ def box_iou(model, images, maps, targets=None, *, boxes, threshold: float = DEFA
                      for h, box in zip(heat, boxes, strict=True)], np.float32)
 
 
-def mask_iou(model, images, maps, targets=None, *, masks, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def mask_iou(model, images, maps, targets=None, *, masks, threshold: float = DEFAULT_THRESHOLD,
+             segment: str = "threshold") -> np.ndarray:
     """IoU of the region the map localizes with the ground-truth mask, pixel by pixel.
 
-    Same arguments as :func:`box_iou`, with boolean H×W ``masks`` instead of boxes.
+    Same arguments as :func:`box_iou`, with boolean H×W ``masks`` instead of boxes, and ``segment``: how the
+    region is cut from the map (:data:`explainer.segment.SEGMENTERS`; ``threshold``, the default, is the heat
+    region itself, ``grabcut`` refines it with the image's colours).
     """
     images, heat = _images_and_maps(images, maps)
     masks = _per_image(masks, len(images), "masks")
-    scores = []
-    for h, mask in zip(heat, masks, strict=True):
-        found, truth = localize(h, threshold).mask, np.asarray(mask, bool)
-        union = np.logical_or(found, truth).sum()
-        scores.append(np.logical_and(found, truth).sum() / union if union else 0.0)
-    return np.array(scores, np.float32)
+    return np.array([iou_of_masks(localize(h, threshold, image, segment).mask, mask)
+                     for image, h, mask in zip(images, heat, masks, strict=True)], np.float32)
 
 
 # ------------------------------------------------------------------------------------ deletion / insertion

@@ -1,67 +1,187 @@
-"""Weakly supervised localization: from a heatmap to a region with a box, a mask and words.
+"""Weakly supervised localization and segmentation: from a heatmap to a region with a box, a mask and words.
 
 The Grad-CAM paper binarises the map at 15 % of its maximum, keeps the largest connected segment and boxes it.
 That threshold gives oversized boxes on small objects, so :data:`DEFAULT_THRESHOLD` was chosen by measuring box
 IoU on 1,000 held-out images of the bundled shapes data, as Choe et al. (CVPR 2020) ask (the numbers: README,
-"Localization threshold").
+"Localization threshold"). That thresholded region is the heat blob, not the object: :attr:`Region.mask` is the
+object's segmentation by a method of :mod:`explainer.segment` (CAM-seeded GrabCut by default), computed only when
+read, and the box, coverage, centroid, location words and energy describe that mask.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-#: Fraction of the map's maximum above which a pixel belongs to the region (measured on the demo data).
+from .errors import ExplainerError
+from .segment import DEFAULT_SEGMENT, BaseSegmenter, SegmentInput, get_segmenter
+
+#: Fraction of the map's maximum above which a pixel belongs to the heat region (measured on the demo data).
 DEFAULT_THRESHOLD = 0.6
 
 _ROWS = ("upper", "middle", "lower")
 _COLS = ("left", "center", "right")
 
 
-@dataclass
+class _Heat(NamedTuple):
+    """The thresholded map: its largest component, the peak, how many spots, and the map's maximum."""
+
+    mask: np.ndarray
+    peak: tuple[int, int]
+    n_regions: int
+    top: float
+
+
+class _Facts(NamedTuple):
+    bbox: tuple[int, int, int, int]
+    coverage: float
+    centroid: tuple[int, int]
+    energy: float
+
+
+@dataclass(eq=False)
 class Region:
-    """The region that drove the decision.
+    """The region that drove the decision; everything but the inputs is computed on first read.
 
     Attributes
     ----------
-    bbox : tuple of int
-        ``(x, y, w, h)`` in image pixels.
-    mask : numpy.ndarray
-        Boolean H×W mask of the largest connected component above the threshold.
-    coverage : float
-        Fraction of the image the mask covers.
-    centroid, peak : tuple of int
-        ``(x, y)`` of the mask's centre of mass and of the map's maximum.
-    location : str
-        Where the centroid lies on a 3×3 grid, in words ("upper left", "center", ...).
-    energy : float
-        Fraction of the map's total heat that lies inside the mask.
-    n_regions : int
-        How many separate spots exceed the threshold.
-    spread : str
-        ``focused``, ``moderate``, ``scattered`` or ``diffuse``: how concentrated the evidence is.
+    heatmap : numpy.ndarray
+        Float H×W map at the image's resolution.
     threshold : float
-        The threshold used, as a fraction of the maximum.
+        The localization threshold, as a fraction of the map's maximum.
+    image : numpy.ndarray or None
+        The RGB image, for segmentation methods that read it (None: only the heat region is known).
+    segmenter : BaseSegmenter
+        The method behind :attr:`mask` (:mod:`explainer.segment`).
+    no_mask_reason : str or None
+        Why :attr:`mask` is None: the class is below the probability cutoff (see
+        :func:`explainer.segment.no_mask_reason`).
+
+    Derived (cached) attributes: :attr:`mask` (the segmentation, or None), :attr:`heat_mask` (the largest
+    component above the threshold), :attr:`shown_mask` (the mask the facts describe: the segmentation, or the heat
+    region when there is none), ``bbox`` ``(x, y, w, h)``, ``coverage`` (share of the image), ``centroid`` and
+    ``peak`` ``(x, y)``, ``location`` (3×3 grid words), ``energy`` (share of the map's heat inside),
+    ``n_regions`` (separate spots above the threshold) and ``spread`` (``focused``, ``moderate``, ``scattered``,
+    ``diffuse`` or ``empty``).
     """
 
-    bbox: tuple[int, int, int, int]
-    mask: np.ndarray
-    coverage: float
-    centroid: tuple[int, int]
-    peak: tuple[int, int]
-    location: str
-    energy: float
-    n_regions: int
-    spread: str
-    threshold: float
+    heatmap: np.ndarray = field(repr=False)
+    threshold: float = DEFAULT_THRESHOLD
+    image: np.ndarray | None = field(default=None, repr=False)
+    segmenter: BaseSegmenter = field(default_factory=lambda: get_segmenter("threshold"))
+    no_mask_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.segmenter.needs_image and self.image is None:
+            raise ExplainerError(f"{self.segmenter.display_name} needs the image, not only the map.")
+
+    @cached_property
+    def _heat(self) -> _Heat:
+        heat = np.nan_to_num(np.asarray(self.heatmap, np.float32))
+        peak_y, peak_x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        top = float(heat.max())
+        if top <= 0.0:
+            return _Heat(np.zeros(heat.shape, bool), (int(peak_x), int(peak_y)), 0, top)
+        binary = (heat >= self.threshold * top).astype(np.uint8)
+        _count, labels, stats, _centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        spots = _count_spots(stats[1:, cv2.CC_STAT_AREA], heat.size)
+        return _Heat(labels == largest, (int(peak_x), int(peak_y)), spots, top)
+
+    @property
+    def heat_mask(self) -> np.ndarray:
+        """Boolean H×W: the largest connected component of the map above the threshold (the heat blob)."""
+        return self._heat.mask
+
+    @property
+    def peak(self) -> tuple[int, int]:
+        return self._heat.peak
+
+    @property
+    def n_regions(self) -> int:
+        return self._heat.n_regions
+
+    @property
+    def segment(self) -> str:
+        """Key of the segmentation method (``grabcut``, ``otsu``, ``threshold``, ...)."""
+        return self.segmenter.name
+
+    @cached_property
+    def mask(self) -> np.ndarray | None:
+        """Boolean H×W segmentation of the object by :attr:`segmenter`; None below the cutoff (see
+        :attr:`no_mask_reason`)."""
+        if self.no_mask_reason is not None:
+            return None
+        heat = self._heat
+        if heat.top <= 0.0 or self.segment == "threshold":
+            return heat.mask
+        scaled = np.clip(np.nan_to_num(np.asarray(self.heatmap, np.float32)) / heat.top, 0.0, 1.0)
+        return self.segmenter(SegmentInput(self.image, scaled, heat.mask, self.threshold))
+
+    @property
+    def shown_mask(self) -> np.ndarray:
+        """The mask the box, coverage and words describe: :attr:`mask`, or :attr:`heat_mask` when it is None."""
+        mask = self.mask
+        return self.heat_mask if mask is None else mask
+
+    @cached_property
+    def _facts(self) -> _Facts:
+        mask = self.shown_mask
+        height, width = mask.shape
+        if not mask.any():
+            return _Facts((0, 0, 0, 0), 0.0, (width // 2, height // 2), 0.0)
+        ys, xs = np.nonzero(mask)
+        heat = np.nan_to_num(np.asarray(self.heatmap, np.float32))
+        energy = float(heat[mask].sum() / max(float(heat.sum()), 1e-12))
+        return _Facts(mask_to_box(mask), float(mask.mean()), (round(xs.mean()), round(ys.mean())), energy)
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        return self._facts.bbox
+
+    @property
+    def coverage(self) -> float:
+        return self._facts.coverage
+
+    @property
+    def centroid(self) -> tuple[int, int]:
+        return self._facts.centroid
+
+    @property
+    def energy(self) -> float:
+        return self._facts.energy
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of :attr:`shown_mask`."""
+        return int(np.count_nonzero(self.shown_mask))
+
+    @property
+    def location(self) -> str:
+        if self.coverage <= 0:
+            return "nowhere"
+        height, width = self.shown_mask.shape
+        return grid_location(*self.centroid, width, height)
+
+    @property
+    def spread(self) -> str:
+        if self.coverage <= 0:
+            return "empty"
+        return describe_spread(self.coverage, self.energy, self.n_regions)
 
     def to_dict(self) -> dict:
-        """JSON-friendly summary (everything but the mask)."""
+        """JSON-friendly summary (everything but the masks)."""
         return {
             "bbox": list(self.bbox),
             "coverage": round(self.coverage, 4),
+            "pixels": self.pixels,
+            "heat_coverage": round(float(self.heat_mask.mean()), 4),
             "centroid": list(self.centroid),
             "peak": list(self.peak),
             "location": self.location,
@@ -69,50 +189,39 @@ class Region:
             "n_regions": self.n_regions,
             "spread": self.spread,
             "threshold": self.threshold,
+            "segment": self.segment if self.no_mask_reason is None else None,
+            "no_mask_reason": self.no_mask_reason,
         }
 
 
-def localize(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Region:
-    """Threshold ``heatmap`` at ``threshold`` × its maximum, keep the largest connected region and describe it.
+def localize(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD, image: np.ndarray | None = None,
+             segment: str | BaseSegmenter | None = None, no_mask_reason: str | None = None) -> Region:
+    """The region of ``heatmap``: its heat region at ``threshold`` × the maximum, segmented when read.
 
     Parameters
     ----------
     heatmap : numpy.ndarray
         Float H×W map (any scale; an all-zero map gives an empty region).
     threshold : float
-        In (0, 1]: fraction of the maximum a pixel must reach.
+        In (0, 1]: fraction of the maximum a pixel must reach to be in the heat region.
+    image : numpy.ndarray, optional
+        The RGB image at the map's size; without it only map-based methods can segment.
+    segment : str or BaseSegmenter, optional
+        Segmentation method (:data:`explainer.segment.SEGMENTERS`); by default
+        :data:`~explainer.segment.DEFAULT_SEGMENT` with an image and ``threshold`` without one.
+    no_mask_reason : str, optional
+        When given, :attr:`Region.mask` is None and the facts describe the heat region.
+
+    Raises
+    ------
+    ValueError
+        For a threshold outside (0, 1].
+    ExplainerError
+        For an unknown method, or one that needs the image when none is given.
     """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    heat = np.nan_to_num(np.asarray(heatmap, np.float32))
-    height, width = heat.shape
-    peak_y, peak_x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    top = float(heat.max())
-    if top <= 0.0:
-        empty = np.zeros_like(heat, dtype=bool)
-        return Region((0, 0, 0, 0), empty, 0.0, (width // 2, height // 2), (int(peak_x), int(peak_y)),
-                      "nowhere", 0.0, 0, "empty", threshold)
-    binary = (heat >= threshold * top).astype(np.uint8)
-    _count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    mask = labels == largest
-    x, y, w, h = (int(v) for v in stats[largest, :4])
-    cx, cy = (round(v) for v in centroids[largest])
-    coverage = float(mask.mean())
-    energy = float(heat[mask].sum() / max(heat.sum(), 1e-12))
-    n_regions = _count_spots(stats[1:, cv2.CC_STAT_AREA], height * width)
-    return Region(
-        bbox=(x, y, w, h),
-        mask=mask,
-        coverage=coverage,
-        centroid=(cx, cy),
-        peak=(int(peak_x), int(peak_y)),
-        location=grid_location(cx, cy, width, height),
-        energy=energy,
-        n_regions=n_regions,
-        spread=describe_spread(coverage, energy, n_regions),
-        threshold=threshold,
-    )
+    if segment is None:
+        segment = DEFAULT_SEGMENT if image is not None else "threshold"
+    return Region(heatmap, threshold, image, get_segmenter(segment), no_mask_reason)
 
 
 def _count_spots(areas: np.ndarray, total: int) -> int:
@@ -151,6 +260,13 @@ def iou_of_boxes(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
     inter = iw * ih
     union = aw * ah + bw * bh - inter
     return inter / union if union > 0 else 0.0
+
+
+def iou_of_masks(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks of one size (0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = int(np.count_nonzero(a | b))
+    return int(np.count_nonzero(a & b)) / union if union else 0.0
 
 
 def mask_to_box(mask: np.ndarray) -> tuple[int, int, int, int]:

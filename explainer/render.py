@@ -53,18 +53,44 @@ def _thickness(image: np.ndarray) -> int:
 
 
 def draw_region(image: np.ndarray, region: Region, box: bool = True, contour: bool = True) -> np.ndarray:
-    """A copy of ``image`` with the region's box (green) and outline (white) drawn on it."""
+    """A copy of ``image`` with the region's box (green) and outline (white) drawn on it.
+
+    The outline is the region's segmentation (:attr:`Region.mask <explainer.region.Region.mask>`), or its heat
+    region when the class has no mask (below the probability cutoff).
+    """
     out = np.ascontiguousarray(image.copy())
     if region.coverage <= 0:
         return out
     thick = _thickness(out)
     if contour:
-        contours, _ = cv2.findContours(region.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, CONTOUR_COLOR, thick, cv2.LINE_AA)
+        out = draw_outline(out, region.shown_mask, thickness=thick)
     if box:
         x, y, w, h = region.bbox
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOR, thick + 1, cv2.LINE_AA)
     return out
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = CONTOUR_COLOR,
+                 thickness: int | None = None) -> np.ndarray:
+    """A copy of ``image`` with the outer outline of a boolean ``mask`` (the image's size) drawn in ``color``."""
+    out = np.ascontiguousarray(image.copy())
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, thickness or _thickness(out), cv2.LINE_AA)
+    return out
+
+
+def cutout(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGBA ``uint8`` copy of an RGB ``image``: opaque on ``mask``, alpha 0 (and black) everywhere else."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros((*mask.shape, 4), np.uint8)
+    out[mask, :3] = np.asarray(image)[mask, :3]
+    out[mask, 3] = 255
+    return out
+
+
+def mask_picture(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as a ``uint8`` grey image: 255 on the mask, 0 elsewhere (how mask files are written)."""
+    return np.where(np.asarray(mask, bool), 255, 0).astype(np.uint8)
 
 
 def crop_region(image: np.ndarray, region: Region, pad: float = 0.1) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine import explain
 from ..images import load_image
-from ..region import DEFAULT_THRESHOLD, localize
+from ..region import DEFAULT_THRESHOLD
 from . import get_method
 from .base import BaseCAM, CamBatch
 from .eigencam import first_component
@@ -102,4 +102,4 @@ def explain_augmented(model, image, target=None, method: str | BaseCAM = "gradca
     ]
     heatmap = np.mean(maps, axis=0)
     heatmap = (heatmap / heatmap.max() if heatmap.max() > 0 else heatmap).astype(np.float32)
-    return dataclasses.replace(original, heatmap=heatmap, region=localize(heatmap, threshold))
+    return dataclasses.replace(original, heatmap=heatmap, region=dataclasses.replace(original.region, heatmap=heatmap))

@@ -384,7 +384,7 @@ def answer_class(state: SessionState, intent: Intent) -> Reply:
                 for r in (top, asked)]
     side = state.picture(("pair", id(top), id(asked), state.settings.opacity, state.settings.colormap),
                          lambda: tile([p for p, _ in pictures], [c for _, c in pictures]), asked)
-    overlap = mask_iou(top.region.mask, asked.region.mask)
+    overlap = mask_iou(top.region.heat_mask, asked.region.heat_mask)
     times = top.probability / max(asked.probability, 1e-12)
     return render_reply(
         state, "class", intent, top=top, asked=asked, rank=rank, n_classes=len(state.model.labels),
@@ -455,7 +455,7 @@ def answer_compare_classes(state: SessionState, intent: Intent) -> Reply:
                      [caption("ranked", rank=n, label=r.target_label, probability=r.probability)
                       for n, r in enumerate(results, 1)]),
         results[-1])
-    rows = [{"result": r, "overlap": mask_iou(top.region.mask, r.region.mask)} for r in results]
+    rows = [{"result": r, "overlap": mask_iou(top.region.heat_mask, r.region.heat_mask)} for r in results]
     multilabel = is_multilabel(top)
     return render_reply(
         state, "compare_classes", intent, rows=rows, count=count, method=method_name(top.method),

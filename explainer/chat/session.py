@@ -28,7 +28,7 @@ from ..images import load_image_with_notes
 from ..labels import match_label
 from ..layers import LayerPath, resolve_layer, spatial_layers
 from ..models import LoadedModel
-from ..region import DEFAULT_THRESHOLD, localize
+from ..region import DEFAULT_THRESHOLD
 from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from ..result import Explanation
 from ..transformers import is_transformer
@@ -414,7 +414,7 @@ class SessionState:
             return found
         for key, result in list(self._results.items.items()):
             if key[:-1] == self._key(entry, method, layer, index, threshold)[:-1]:
-                moved = dataclasses.replace(result, region=localize(result.heatmap, threshold))
+                moved = dataclasses.replace(result, region=dataclasses.replace(result.region, threshold=threshold))
                 return self._results.put(self._key(entry, method, layer, index, threshold), moved)
         return None
 
