@@ -4,7 +4,9 @@ A zip is a description of files, and a hostile one lies: member names with ``..`
 outside the destination), sizes that inflate a thousandfold, archives inside the archive, and more members than
 any validation set has. :func:`extract_audit_folder` checks the declared sizes and counts before writing anything,
 never trusts them while writing (each member is copied through a byte budget), writes only the files an audit reads
-(images, a ``boxes.csv`` and a ``masks/`` folder) under names it has checked, and says what it left out.
+(images, a ``boxes.csv`` and a ``masks/`` folder) under names it has checked, and says what it left out. Once
+written, the images' headers are read (nothing decoded) and their pixels summed: a zip of sixteen 6300×6300 PNGs,
+under 0.5 MB, would decode to 2 GB, and is refused in milliseconds instead.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import ExplainerError
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, image_size
 
 #: Most images an audit in the app takes, and most bytes a zip may unpack to (both settings of the app).
 MAX_IMAGES = 500
 MAX_BYTES = 512 * 2**20
+#: Most pixels the images (and masks) of one zip may declare in all (a setting of the app).
+MAX_PIXELS = 250_000_000
+#: Longest member name part the server writes (Linux's NAME_MAX), deepest folder nesting, longest whole name.
+MAX_NAME_BYTES, MAX_DEPTH, MAX_PATH_BYTES = 255, 32, 1024
 BOXES_FILE = "boxes.csv"
 MASKS_FOLDER = "masks"
 _JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db")
@@ -42,7 +49,7 @@ class AuditFolder:
 
 
 def extract_audit_folder(archive: str | os.PathLike, destination: str | os.PathLike, max_images: int = MAX_IMAGES,
-                         max_bytes: int = MAX_BYTES) -> AuditFolder:
+                         max_bytes: int = MAX_BYTES, max_pixels: int | None = MAX_PIXELS) -> AuditFolder:
     """Unpack the images (and ``boxes.csv``, ``masks/``) of a ``.zip`` into ``destination``.
 
     Parameters
@@ -55,11 +62,14 @@ def extract_audit_folder(archive: str | os.PathLike, destination: str | os.PathL
         An empty folder to write into.
     max_images, max_bytes : int
         The most images, and the most bytes unpacked in all.
+    max_pixels : int or None
+        The most pixels the written images and masks may declare in all (read from their headers, nothing
+        decoded); None for no limit.
 
     Raises
     ------
     ArchiveError
-        Not a zip, over a limit, or holding no image.
+        Not a zip, encrypted, over a limit, or holding no image; each with its own sentence.
     """
     destination = Path(destination)
     try:
@@ -70,11 +80,18 @@ def extract_audit_folder(archive: str | os.PathLike, destination: str | os.PathL
             budget = [max_bytes]
             for member, relative in plan:
                 _copy(zipped, member, destination / relative, budget)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as err:
-        raise ArchiveError("The upload is not a zip file that can be read (it may be damaged or encrypted).") from err
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as err:  # reading the zip
+        raise ArchiveError("The upload is not a zip file that can be read (it looks damaged or incomplete).") from err
+    except NotImplementedError as err:
+        raise ArchiveError("The zip uses a compression method this server cannot unpack; zip it again with the "
+                           "usual one (deflate), as every zip tool does by default.") from err
     count = sum(1 for _m, relative in plan if relative.parts[0] != MASKS_FOLDER and relative.name != BOXES_FILE)
     if count == 0:
-        raise ArchiveError("The zip holds no images (PNG, JPEG, WebP, BMP, GIF, TIFF or DICOM).")
+        left_out = f" ({' '.join(notes)})" if notes else ""
+        raise ArchiveError(f"The zip holds no images (PNG, JPEG, WebP, BMP, GIF, TIFF or DICOM) this server can "
+                           f"unpack{left_out}.")
+    if max_pixels is not None:
+        _check_pixels(destination, plan, max_pixels)
     boxes, masks = destination / BOXES_FILE, destination / MASKS_FOLDER
     images = destination / "images"
     return AuditFolder(images, boxes if boxes.is_file() else None, masks if masks.is_dir() else None, count, notes)
@@ -83,14 +100,20 @@ def extract_audit_folder(archive: str | os.PathLike, destination: str | os.PathL
 def _plan(members: list[zipfile.ZipInfo], root: PurePosixPath | None, max_images: int,
           max_bytes: int) -> tuple[list[tuple[zipfile.ZipInfo, PurePosixPath]], list[str]]:
     """Which members to write where; refuses over the limits before a byte is written."""
-    plan, skipped, nested, unsafe = [], 0, 0, 0
+    if any(member.flag_bits & 0x1 for member in members):
+        raise ArchiveError("The zip is encrypted (protected by a password), so this server cannot open it. Zip the "
+                           "images again without a password.")
+    plan, skipped, nested, unsafe, unwritable = [], 0, 0, 0, 0
     named = []
     for member in members:
         name = PurePosixPath(member.filename.replace("\\", "/"))
-        if any(part in _JUNK or part.startswith("._") for part in name.parts):
+        if any(part in _JUNK or part.startswith(".") for part in name.parts):  # hidden: the audit skips them too
             continue
         if name.is_absolute() or ".." in name.parts or not name.parts:
             unsafe += 1
+            continue
+        if not _writable(name):
+            unwritable += 1
             continue
         named.append((member, PurePosixPath(*name.parts[len(root.parts):]) if root else name))
     # The layout `python -m explainer.demo.audit_data` writes: images/<class>/..., masks/<class>/..., boxes.csv.
@@ -123,18 +146,57 @@ def _plan(members: list[zipfile.ZipInfo], root: PurePosixPath | None, max_images
         notes.append(f"{nested} archives inside the zip were not opened.")
     if unsafe:
         notes.append(f"{unsafe} files with unsafe names (absolute, or reaching outside the zip) were left out.")
+    if unwritable:
+        notes.append(f"{unwritable} files whose names are too long (over {MAX_NAME_BYTES} bytes a name, "
+                     f"{MAX_PATH_BYTES} in all) or nested too deep (over {MAX_DEPTH} folders) were left out.")
     return plan, notes
 
 
+def _writable(name: PurePosixPath) -> bool:
+    """Whether this server can write ``name``: each part at most 255 bytes, not too deep, not too long in all."""
+    encoded = [part.encode("utf-8", "surrogateescape") for part in name.parts]
+    return (len(encoded) <= MAX_DEPTH + 1 and all(len(part) <= MAX_NAME_BYTES for part in encoded)
+            and sum(len(part) + 1 for part in encoded) <= MAX_PATH_BYTES)
+
+
+def _check_pixels(destination: Path, plan: list[tuple[zipfile.ZipInfo, PurePosixPath]], max_pixels: int) -> None:
+    """Refuse a zip whose images and masks declare more than ``max_pixels`` in all (headers only, nothing decoded)."""
+    total, largest = 0, (0, 0)
+    for _member, relative in plan:
+        if relative.name == BOXES_FILE:
+            continue
+        size = image_size(destination / relative)
+        if size is not None:
+            total += size[0] * size[1]
+            largest = max(largest, size, key=lambda s: s[0] * s[1])
+    if total > max_pixels:
+        raise ArchiveError(f"The images in the zip hold {total / 1e6:,.0f} megapixels in all (the largest is "
+                           f"{largest[0]}×{largest[1]}); an audit here decodes at most {max_pixels / 1e6:,.0f} "
+                           "megapixels. Audit fewer or smaller images, or run python -m explainer audit on your own "
+                           "machine for the whole set.")
+
+
 def _copy(zipped: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, budget: list[int]) -> None:
-    """Copy one member, counting the bytes actually inflated (a member's declared size can lie)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipped.open(member) as source, open(target, "wb") as sink:
+    """Copy one member, counting the bytes actually inflated (a member's declared size can lie).
+
+    Reading errors (a damaged member) propagate as the zip module raises them; a failure to *write* here is this
+    server's problem, not the zip's, and says so.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(target, "wb")  # noqa: SIM115 (closed below; its errors are told apart from the zip's)
+    except OSError as err:
+        raise ArchiveError("The zip could not be unpacked on this server (a file or folder name it holds cannot be "
+                           "written here); zip the images again with short, plain names.") from err
+    with sink, zipped.open(member) as source:
         while chunk := source.read(1 << 20):
             budget[0] -= len(chunk)
             if budget[0] < 0:
                 raise ArchiveError("The zip unpacks to more than it declares; it was not unpacked.")
-            sink.write(chunk)
+            try:
+                sink.write(chunk)
+            except OSError as err:
+                raise ArchiveError("The zip could not be unpacked: this server ran out of room for it.") from err
 
 
 def _common_root(names: list[PurePosixPath]) -> PurePosixPath | None:

@@ -166,8 +166,8 @@ def plan_audit(folder: Path, labels: list[str], boxes_file: Path | None = None,
     masks = find_masks(masks_dir.resolve(), [rel for rel, _cls in found]) if masks_dir else {}
     if masks_dir and len(masks) < len(found):
         missing = next(rel for rel, _cls in found if rel not in masks)
-        notes.append(f"{len(found) - len(masks)} of {len(found)} images have no mask (e.g. {quote(missing)}): they get no "
-                     "expected region.")
+        notes.append(f"{len(found) - len(masks)} of {len(found)} images have no mask (e.g. {quote(missing)}): they get "
+                     "no expected region.")
     items = [AuditItem(i, rel, str(folder / rel), cls, None if cls is None else indices[cls],
                        boxes.get(rel), masks.get(rel)) for i, (rel, cls) in enumerate(found)]
     return Plan(items, layout, notes)
@@ -233,8 +233,8 @@ def class_indices(folders: list[str], labels: list[str]) -> tuple[dict[str, int]
                          f"{quote(labels[0])}).")
     unknown = next(name for name in folders if name not in matched)
     known = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-    raise AuditError(f"The class folder {quote(unknown)} is not one of the model's {len(labels)} classes ({known}). Name "
-                     "each folder after a class, or give --labels (one label a line, in the model's order).")
+    raise AuditError(f"The class folder {quote(unknown)} is not one of the model's {len(labels)} classes ({known}). "
+                     "Name each folder after a class, or give --labels (one label a line, in the model's order).")
 
 
 def read_boxes(csv_file: Path, images: set[str]) -> dict[str, list[list[int]]]:
@@ -722,7 +722,8 @@ def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOpti
     regions = "masks" if masks else "boxes" if boxes else None
     context = report_context(model, plan, options, name or folder.name, regions, "local", elapsed)
     throughput = len(collector.rows) / elapsed if elapsed > 0 else None
-    report = write_report(out / "report.html", collector, summary, {**context, "notes": notes, "throughput": throughput})
+    report = write_report(out / "report.html", collector, summary,
+                          {**context, "notes": notes, "throughput": throughput})
     return AuditRun(summary, collector.path, report, len(collector.rows), elapsed, notes, len(plan.items), stopped)
 
 
@@ -739,7 +740,8 @@ def _outcome(summary: dict, n: int, seconds: float, first: float, loaded: float,
     if summary["accuracy"] is not None:
         parts.append(f"accuracy {summary['accuracy']:.1%}")
     if summary["energy_inside"] is not None:
-        parts.append(f"mean energy inside {summary['energy_inside']:.1%}, hit rate {summary['hit_rate']:.1%}")
+        parts.append(f"mean energy inside {summary['energy_inside']:.1%}, hit rate {summary['hit_rate']:.1%}, "
+                     f"mask IoU {summary['iou']:.2f}")
     reason = "right for the wrong reason" if summary["labelled"] else "evidence outside the expected region"
     parts.append(f"wrong predictions {summary['wrong']}, {reason} {summary['wrong_reason']}")
     if summary["failed"]:

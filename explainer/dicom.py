@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +93,37 @@ def is_dicom(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".dcm" or has_preamble(path)
 
 
-def read_dicom(path: str | os.PathLike, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+#: ``charge((width, height))``: counts the frame about to be decoded, raising :class:`ImageError` when over budget.
+Charge = Callable[[tuple[int, int]], None]
+
+
+def frame_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of a DICOM file's frames as its header declares them; None when unreadable or absent."""
+    import pydicom
+
+    _silence_pydicom_log()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, specific_tags=PIXEL_TAGS, stop_before_pixels=True,
+                                 force=not has_preamble(path))
+            rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        except Exception:  # a malformed header: nothing to count, the read itself will say what is wrong
+            return None
+    return (columns, rows) if rows > 0 and columns > 0 else None
+
+
+def read_dicom(path: str | os.PathLike, charge: Charge) -> tuple[np.ndarray, list[str]]:
     """The first frame of a DICOM file as RGB ``uint8`` (H, W, 3), and notes for the user.
 
     Parameters
     ----------
     path : path-like
         The file (any name; see :func:`is_dicom`).
-    max_pixels : int
-        Frames with more pixels than this are refused before decoding.
+    charge : callable
+        Called with the frame's (width, height) from the header before anything is decoded; raises
+        :class:`ImageError` for a frame over the pixel budget (see :func:`explainer.images.charge`). Only the first
+        frame is decoded, so only it is counted.
 
     Returns
     -------
@@ -121,16 +144,16 @@ def read_dicom(path: str | os.PathLike, max_pixels: int) -> tuple[np.ndarray, li
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings may quote header values
         try:
-            return _read(pydicom, Path(path), max_pixels)
+            return _read(pydicom, Path(path), charge)
         except ImageError:
             raise
         except Exception:  # whatever else a malformed file makes pydicom raise: its text is not for users
             raise ImageError(f"{_SUBJECT} is damaged or inconsistent, and cannot be read.") from None
 
 
-def _read(pydicom, path: Path, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+def _read(pydicom, path: Path, charge: Charge) -> tuple[np.ndarray, list[str]]:
     ds = _read_header(pydicom, path)
-    _check_layout(ds, max_pixels)
+    _check_layout(ds, charge)
     frames = _frame_count(ds)
     stored = _decode_first_frame(pydicom, ds)
     try:
@@ -163,15 +186,13 @@ def _syntax_from_encoding(pydicom, encoding: tuple[bool | None, bool | None]):
     return pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
 
 
-def _check_layout(ds, max_pixels: int) -> None:
+def _check_layout(ds, charge: Charge) -> None:
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageError(f"{_SUBJECT} holds no image (it has no pixel data).")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows < 1 or columns < 1:
         raise ImageError(f"{_SUBJECT} does not say how many rows and columns its image has.")
-    if rows * columns > max_pixels:
-        raise ImageError(f"{_SUBJECT} holds a {columns}×{rows} image; the limit is "
-                         f"{max_pixels // 1_000_000} megapixels.")
+    charge((columns, rows))
     if int(ds.get("SamplesPerPixel") or 1) not in (1, 3):
         raise ImageError(f"{_SUBJECT} has {ds.SamplesPerPixel} samples per pixel; "
                          "only grey (1) and colour (3) images can be explained.")

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from .errors import ModelError
+from .messages import quote
 from .zoo import imagenet_labels
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,11 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 LABELS_FILE = "labels.txt"
 #: Seconds to wait for the Hub's address before calling it unreachable.
 PROBE_TIMEOUT = 3.0
-_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+#: An owner or repository name as the Hub accepts it: letters, digits, ``-_.``, starting and ending with a letter or
+#: digit, at most 96 characters (the Hub also refuses ``--`` and ``..`` inside: checked separately, to say so).
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+#: The longest ``hf://`` spec taken (two names and a file path inside the repository).
+MAX_SPEC_CHARS = 512
 _TRUE = {"1", "true", "yes", "on"}
 #: (scale, offset) per channel of Keras Hub image converters, by the preprocessing mode they equal.
 _TORCH_MEAN, _TORCH_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -64,14 +69,44 @@ def is_hub_spec(spec: str) -> bool:
 
 
 def parse(spec: str) -> tuple[str, str | None]:
-    """``hf://owner/repo[/path/to/file]`` → (``owner/repo``, file path in the repository or None)."""
-    rest = spec.strip()[len(SCHEME):].strip("/")
-    parts = rest.split("/")
-    repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
-    if not _REPO.match(repo) or (filename and (".." in filename.split("/") or "\\" in filename)):
-        raise ModelError(f"{spec.strip()!r} is not a Hugging Face model id; write hf://owner/repo, or "
+    """``hf://owner/repo[/path/to/file]`` → (``owner/repo``, file path in the repository or None).
+
+    Raises
+    ------
+    ModelError
+        For anything else, saying what is wrong with it in one sentence (quoting at most its start).
+    """
+    text = spec.strip()
+    problem = _spec_problem(text[len(SCHEME):] if text.lower().startswith(SCHEME) else text)
+    if problem:
+        raise ModelError(f"{quote(text)} is not a Hugging Face model id: {problem} Write hf://owner/repo, or "
                          "hf://owner/repo/model.keras for one file of a repository.")
-    return repo, filename
+    parts = text[len(SCHEME):].rstrip("/").split("/")
+    return "/".join(parts[:2]), "/".join(parts[2:]) or None
+
+
+def _spec_problem(rest: str) -> str | None:
+    """Why ``rest`` (the spec after ``hf://``) is not ``owner/repo[/file path]``, or None when it is."""
+    if len(rest) > MAX_SPEC_CHARS:
+        return f"it is {len(rest):,} characters long, and an id here is at most {MAX_SPEC_CHARS}."
+    if any(ch.isspace() or not ch.isprintable() for ch in rest):
+        return "it holds a space, a line break or another invisible character."
+    if "\\" in rest:
+        return "it holds a backslash (paths in a repository use /)."
+    parts = rest.rstrip("/").split("/")
+    if len(parts) < 2 or not all(parts[:2]):
+        return "it does not name an owner and a repository."
+    if "" in parts:
+        return "it holds two slashes in a row (an empty folder name)."
+    names = parts[:2]
+    if any(".." in name or "--" in name for name in names):
+        return "an owner or repository name cannot hold '..' or '--'."
+    if not all(_NAME.fullmatch(name) for name in names):
+        return ("an owner or repository name is at most 96 letters, digits, '-', '_' or '.', starting and ending with "
+                "a letter or a digit.")
+    if any(part in (".", "..") for part in parts[2:]):
+        return "a file path in a repository cannot step out of it with '.' or '..'."
+    return None
 
 
 def is_preset(name: str) -> bool:
@@ -170,7 +205,7 @@ def load(spec: str, open_file: OpenFile) -> tuple[keras.Model, dict, str]:
 
 def _plain_file(repo: str, filename: str, online: bool, open_file: OpenFile) -> tuple[keras.Model, dict, str]:
     if not filename.lower().endswith(MODEL_SUFFIXES):
-        raise ModelError(f"{filename!r} in {repo!r} is not a Keras model file (.keras or .h5).")
+        raise ModelError(f"{quote(filename)} in {repo!r} is not a Keras model file (.keras or .h5).")
     path = Path(_download(repo, filename, online))
     _optional(repo, str(Path(filename).with_suffix(".json")), online)  # the sidecar lands next to the file
     model, meta = open_file(path)
@@ -360,6 +395,7 @@ def _hub_errors(repo: str, online: bool) -> Iterator[None]:
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -379,6 +415,8 @@ def _hub_errors(repo: str, online: bool) -> Iterator[None]:
                          "token that may read it).") from err
     except EntryNotFoundError as err:
         raise ModelError(f"The Hugging Face repository {repo!r} has no such file.") from err
+    except HFValidationError as err:  # the Hub client's own id rules, should they grow stricter than parse()'s
+        raise ModelError(f"{quote(repo)} is not a repository id the Hugging Face Hub accepts.") from err
     except HfHubHTTPError as err:
         logger.info("hub error for %r: %s", repo, err)
         raise ModelError(f"The Hugging Face Hub refused to send {repo!r} (an HTTP error); try again later.") from err

@@ -3,13 +3,20 @@
 Decoding goes through Pillow, which knows the formats people actually upload (EXIF-rotated JPEG photos, palette
 and RGBA PNG, 16-bit TIFF, CMYK JPEG, animated GIF) and refuses decompression bombs before allocating them.
 DICOM files (``.dcm``, or the DICOM marker whatever the name) go through pydicom (see :mod:`explainer.dicom`).
+
+Every image read from a file is counted against a pixel budget *before* it is decoded, from the size its header
+declares (Pillow and pydicom read headers lazily): at most :data:`MAX_PIXELS` per image, and, inside
+:func:`pixel_budget` (a public server's request: a chat turn, painted layers, an audit), at most so many pixels in
+all. A 150 KB PNG declaring 12000×12000 pixels is refused in milliseconds instead of costing gigabytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import dicom
 from .errors import ImageError
+from .messages import quote
 
 #: Largest image we decode, in pixels (about 40 megapixels, a large phone photo). Bigger images are refused
 #: before decoding, so a 20000x20000 upload or a decompression bomb cannot exhaust memory.
@@ -25,6 +33,122 @@ MAX_PIXELS = 40_000_000
 
 #: File name endings taken as images when a folder is listed (the one list for the whole project).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm"})
+
+
+@dataclass
+class PixelBudget:
+    """What one request may decode: each image at most ``per_image`` pixels, all of them at most ``total``.
+
+    Attributes
+    ----------
+    per_image : int
+        Most pixels of one image (or one DICOM frame, or one painted layer).
+    total : int or None
+        Most pixels decoded in all (None: no total, as for a script or the CLI).
+    spent : int
+        Pixels counted so far.
+    """
+
+    per_image: int = MAX_PIXELS
+    total: int | None = None
+    spent: int = 0
+
+    def check(self, size: tuple[int, int], name: str = "The image") -> int:
+        """The pixels of an image of ``size`` = (width, height); :class:`ImageError` over the per-image limit."""
+        width, height = int(size[0]), int(size[1])
+        if width < 1 or height < 1:
+            raise ImageError(f"{name} has no pixels.")
+        if width * height > self.per_image:
+            raise ImageError(f"{name} is {width}×{height} pixels; the limit is {_megapixels(self.per_image)} per "
+                             "image. Please send a smaller image.")
+        return width * height
+
+    def charge(self, size: tuple[int, int], name: str = "The image") -> None:
+        """Count an image of ``size`` = (width, height) before it is decoded; :class:`ImageError` when over.
+
+        ``name`` starts the message (a quoted file name, "The DICOM file's image", "The painted layer").
+        """
+        pixels = self.check(size, name)
+        if self.total is not None and self.spent + pixels > self.total:
+            width, height = size
+            raise ImageError(f"{name} is {width}×{height} pixels, and with the images before it this request would "
+                             f"decode {_megapixels(self.spent + pixels)}; this server decodes at most "
+                             f"{_megapixels(self.total)} per request. Please send fewer or smaller images.")
+        self.spent += pixels
+
+
+_budget: contextvars.ContextVar[PixelBudget | None] = contextvars.ContextVar("explainer_pixel_budget", default=None)
+
+
+@contextlib.contextmanager
+def pixel_budget(total: int | None, per_image: int = MAX_PIXELS) -> Iterator[PixelBudget]:
+    """Within this block, every image read from a file is counted against one :class:`PixelBudget`."""
+    token = _budget.set(PixelBudget(per_image, total))
+    try:
+        yield _budget.get()
+    finally:
+        _budget.reset(token)
+
+
+def charge(size: tuple[int, int], name: str = "The image") -> None:
+    """Count an image of ``size`` = (width, height) against the current budget, before decoding it.
+
+    Outside :func:`pixel_budget` only the per-image limit :data:`MAX_PIXELS` applies.
+
+    Raises
+    ------
+    ImageError
+        Over the per-image limit or over what is left of the request's budget (nothing is counted then).
+    """
+    (_budget.get() or PixelBudget()).charge(size, name)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) an image file declares, read from its header without decoding; None when unreadable."""
+    path = Path(path)
+    if dicom.is_dicom(path):
+        return dicom.frame_size(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def open_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
+    """The image at ``path``, opened and counted against the pixel budget but not yet decoded (Pillow is lazy).
+
+    Raises
+    ------
+    ImageError
+        Missing, empty, not an image, or over the budget (see :func:`charge`).
+    """
+    path = Path(path)
+    name = name or quote(path.name)
+    if not path.is_file():
+        raise ImageError(f"No image file at {name}.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{name} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{name} is too large to open safely.") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{name} is not an image format I can read.") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name} looks damaged or truncated and cannot be decoded.") from err
+    try:
+        charge(img.size, name)
+    except ImageError:
+        img.close()
+        raise
+    return img
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:.0f} megapixels" if pixels >= 10_000_000 else f"{pixels / 1_000_000:.1f} megapixels"
 
 
 @dataclass(frozen=True)
@@ -97,41 +221,27 @@ def _load_path(path: Path) -> LoadedImage:
         raise ImageError("No image file: the DICOM file was not found.")
     if path.stat().st_size == 0:
         raise ImageError("The DICOM file is empty (0 bytes).")
-    pixels, notes = dicom.read_dicom(path, MAX_PIXELS)
+    pixels, notes = dicom.read_dicom(path, lambda size: charge(size, "The DICOM file's image"))
     return LoadedImage(pixels, notes, dicom.DICOM_NAME, dicom=True)
 
 
 def _open(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise ImageError(f"No image file at {path.name!r}.")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path.name!r} is empty (0 bytes).")
+    """The image at ``path``, counted against the budget, then decoded (plain messages for every failure)."""
+    img = open_image(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            _check_size(img.size, path.name)
             img.load()
         return img
-    except ImageError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{path.name!r} is too large to open safely.") from err
-    except UnidentifiedImageError as err:
-        raise ImageError(f"{path.name!r} is not an image format I can read.") from err
+        raise ImageError(f"{quote(path.name)} is too large to open safely.") from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{path.name!r} looks damaged or truncated and cannot be decoded.") from err
+        raise ImageError(f"{quote(path.name)} looks damaged or truncated and cannot be decoded.") from err
 
 
-def _check_size(size: tuple[int, int], name: str = "the image") -> None:
-    width, height = size
-    if width < 1 or height < 1:
-        raise ImageError(f"{name} has no pixels.")
-    if width * height > MAX_PIXELS:
-        raise ImageError(
-            f"{name} is {width}×{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels. "
-            "Please send a smaller image."
-        )
+def _check_size(size: tuple[int, int], name: str = "The image") -> None:
+    """The per-image limit for an image already in memory (a PIL image or an array: nothing left to count)."""
+    (_budget.get() or PixelBudget()).check(size, name)
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:

@@ -7,14 +7,25 @@ of it is testable without a server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
 import os
-from collections.abc import Mapping
+import re
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
 from .chat import render
+
+logger = logging.getLogger("gradcam_chat")
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,14 @@ class ServerLimits:
     queued_per_session, queued_per_client : int
         Unfinished requests one session (``EXPLAINER_QUEUE_PER_SESSION``) and one client address
         (``EXPLAINER_QUEUE_PER_CLIENT``; a classroom behind one router shares it) may hold in the queue; more are
-        refused at once, so nobody can fill the queue with requests they never read.
+        refused at once, so nobody can fill the queue.
+    unread_seconds : float
+        A request whose answer nobody is listening for (no open ``/queue/data`` or ``/call`` stream) this long is
+        cancelled and stops counting against those bounds (``EXPLAINER_UNREAD_SECONDS``).
+    trusted_proxies : str
+        Comma-separated addresses or networks of the operator's reverse proxies (``EXPLAINER_TRUSTED_PROXIES``):
+        only a connection from one of them may name the client in ``X-Forwarded-For``. Empty (the default): the
+        client's address is the connection's.
     shown_messages : int
         Messages kept on screen (``EXPLAINER_SHOWN_MESSAGES``); older turns fold into one note, so a turn costs the
         same at the 150th question as at the 10th.
@@ -50,6 +68,8 @@ class ServerLimits:
     turn_seconds: float = 20.0
     queued_per_session: int = 3
     queued_per_client: int = 24
+    unread_seconds: float = 10.0
+    trusted_proxies: str = ""
     shown_messages: int = 36
     audit_images: int = 500
     download_mb: int = 2048
@@ -59,62 +79,369 @@ class ServerLimits:
         """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
         names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
                  "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
-                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
+                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "unread_seconds": "EXPLAINER_UNREAD_SECONDS",
+                 "trusted_proxies": "EXPLAINER_TRUSTED_PROXIES", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
                  "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES", "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB"}
-        values = {}
+        values: dict[str, Any] = {}
         for field_name, variable in names.items():
-            if environ.get(variable, "").strip():
-                kind = type(getattr(cls, field_name))
-                try:
-                    values[field_name] = kind(environ[variable])
-                except ValueError:
-                    raise ValueError(f"{variable} must be a number, not {environ[variable]!r}.") from None
-                if values[field_name] <= 0:
-                    raise ValueError(f"{variable} must be positive, not {environ[variable]!r}.")
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            kind = type(getattr(cls, field_name))
+            if kind is str:
+                values[field_name] = proxy_list(raw, variable)
+                continue
+            try:
+                values[field_name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{variable} must be a number, not {raw[:40]!r}.") from None
+            if not values[field_name] > 0 or values[field_name] == float("inf"):
+                raise ValueError(f"{variable} must be positive, not {raw[:40]!r}.")
         return cls(**values)
 
 
-class QueueGuard:
-    """Bounds the unfinished requests one session and one client address may hold in Gradio's queue.
+def proxy_list(value: str, variable: str = "EXPLAINER_TRUSTED_PROXIES") -> str:
+    """``value`` as uvicorn's list of trusted proxies: addresses or networks, comma-separated, checked one by one.
 
-    Gradio has one global queue size; a single client could fill it with requests it never reads. This wraps the
-    queue's ``push`` (the one place every queued request enters, from the page or any API client) and refuses a
-    request over either bound with "queue full", before it is queued. A request counts until its result has been
-    delivered (or its client disconnected, when Gradio drops it).
+    ``*`` (trust every connection) is refused: uvicorn then takes the *first* ``X-Forwarded-For`` entry, which the
+    client writes itself, so every visitor could name any address.
+    """
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{variable} takes IP addresses or networks (e.g. 10.0.0.0/8), separated by commas, "
+                             f"not {entry[:40]!r}.") from None
+    return ",".join(entries)
+
+
+@contextlib.contextmanager
+def forwarded_allow_ips(trusted: str) -> Iterator[None]:
+    """While the server starts: uvicorn trusts ``X-Forwarded-For`` only from ``trusted`` (empty: from nobody).
+
+    Uvicorn's own default trusts 127.0.0.1, so a client on the same machine, or behind a local proxy that does not
+    overwrite the header, could name any address and escape the per-client bound. Uvicorn reads the variable
+    ``FORWARDED_ALLOW_IPS`` when its server is configured (inside Gradio's ``launch``), so it is set only then.
+    """
+    before = os.environ.get("FORWARDED_ALLOW_IPS")
+    os.environ["FORWARDED_ALLOW_IPS"] = trusted
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FORWARDED_ALLOW_IPS", None)
+        else:
+            os.environ["FORWARDED_ALLOW_IPS"] = before
+
+
+@dataclass
+class _Request:
+    """A request in Gradio's queue whose answer has not been delivered yet."""
+
+    session: str
+    client: str
+    since: float  # when it joined (monotonic seconds)
+    turn: float  # its place in the order (see QueueGuard._turn)
+
+
+class QueueGuard:
+    """Bounds what one session and one client address hold in Gradio's queue, and serves visitors in turn.
+
+    Gradio has one global queue size; a single client could fill it. This wraps three points of Gradio's queue:
+
+    - ``push`` (where every queued request enters, from the page or any API client): a request over the session's
+      or the client address's bound is refused with "queue full" before it is queued. A request counts until its
+      answer has been delivered.
+    - Listening: Gradio delivers answers over a stream the client opens (``/queue/data``, or ``/call/<api>/<id>``)
+      and forgets a request only once its answer was read there. A request whose session has had no open stream for
+      ``unread_seconds`` is cancelled (taken out of the queue, or stopped when running) and stops counting: joined
+      requests nobody reads cannot lock an address out. :meth:`middleware` counts the open streams.
+    - ``get_events`` (which request a free worker takes): sessions take turns (start-time fair queuing, each
+      request counting one turn). A session's requests are numbered on from its last one, and never from behind
+      the request a worker took last; the lowest number goes first, the oldest among equals. One visitor's burst of
+      slow questions then takes one worker at a time from the others: another visitor's quick question waits for
+      at most one slow answer to end. A newcomer never jumps ahead of what was already due, so nobody starves.
     """
 
-    def __init__(self, per_session: int, per_client: int):
+    def __init__(self, per_session: int, per_client: int, unread_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.per_session = per_session
         self.per_client = per_client
-        self._clients: dict[str, str] = {}  # event id -> client address, for requests still unfinished
+        self.unread_seconds = unread_seconds
+        self.clock = clock
+        self.queue: Any = None
+        self._requests: dict[str, _Request] = {}  # event id -> its request, until its answer is delivered
+        self._listening: Counter[str] = Counter()  # session -> open answer streams
+        self._heard: dict[str, float] = {}  # session -> when its last answer stream closed
+        self._turns: OrderedDict[str, float] = OrderedDict()  # session -> the turn of its latest request
+        self._now_serving = 0.0  # the turn of the request a worker took last
+        self._sweeper: asyncio.Task | None = None
 
     def install(self, queue: Any) -> None:
-        push = queue.push
+        """Wrap ``queue.push`` (the bounds) and ``queue.get_events`` (the order) of Gradio's queue."""
+        self.queue = queue
+        push, get_events = queue.push, queue.get_events
 
         async def guarded_push(body: Any, request: Any, username: Any = None) -> tuple:
+            self._keep_sweeping()
+            await self.sweep()
             client = getattr(getattr(request, "client", None), "host", None) or "?"
             refusal = self.refusal(queue, getattr(body, "session_hash", None), client)
             if refusal:
                 return False, refusal, "queue_full"
             accepted, event_id, state = await push(body=body, request=request, username=username)
-            if accepted:
-                self._clients[event_id] = client
+            if accepted:  # the queue has now named the session (an API call without one gets its event id)
+                session = str(body.session_hash or event_id)
+                self._requests[event_id] = _Request(session, client, self.clock(), self._next_turn(session))
             return accepted, event_id, state
 
-        queue.push = guarded_push
+        def fair_get_events() -> Any:
+            for event_queue in queue.event_queue_per_concurrency_id.values():
+                if len(event_queue.queue) > 1:
+                    event_queue.queue.sort(key=self._turn)
+            taken = get_events()
+            for event in (taken[0] if taken else ()):
+                self._now_serving = max(self._now_serving, self._turn(event)[0])
+            return taken
+
+        queue.push, queue.get_events = guarded_push, fair_get_events
 
     def refusal(self, queue: Any, session: str | None, client: str) -> str | None:
         """Why a new request of ``session`` from ``client`` is refused, or None when it may queue."""
         pending = queue.pending_event_ids_session
-        unfinished = set().union(*pending.values()) if pending else set()
-        for event_id in [e for e in self._clients if e not in unfinished]:
-            del self._clients[event_id]
+        self._forget_delivered(pending)
         if session is not None and len(pending.get(session, ())) >= self.per_session:
             return (f"You already have {self.per_session} questions waiting; please wait for their answers "
                     "before asking more.")
-        if sum(host == client for host in self._clients.values()) >= self.per_client:
+        if sum(r.client == client for r in self._requests.values()) >= self.per_client:
             return "Too many questions are waiting from your network; please try again in a moment."
         return None
+
+    # ------------------------------------------------------------------------------------------ unread answers
+
+    def listened_session(self, scope: Mapping[str, Any]) -> str | None:
+        """The session whose answers the HTTP request ``scope`` streams, or None for any other request."""
+        if scope.get("type") != "http" or scope.get("method") != "GET":
+            return None
+        path = str(scope.get("path", ""))
+        if path.endswith("/queue/data"):
+            query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+            return (query.get("session_hash") or [None])[0]
+        call = _CALL_STREAM.search(path)
+        if call:
+            request = self._requests.get(call["event"])
+            return request.session if request else call["event"]
+        return None
+
+    def middleware(self, app: Callable) -> Callable:
+        """An ASGI middleware around ``app`` counting the open answer streams of each session."""
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            session = self.listened_session(scope)
+            if session is None:
+                return await app(scope, receive, send)
+            self._listening[session] += 1
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._listening[session] -= 1
+                if self._listening[session] <= 0:
+                    del self._listening[session]
+                    self._heard[session] = self.clock()
+
+        return counted
+
+    async def sweep(self) -> int:
+        """Cancel the requests nobody has listened to for ``unread_seconds``; returns how many."""
+        queue = self.queue
+        if queue is None:
+            return 0
+        self._forget_delivered(queue.pending_event_ids_session)
+        now = self.clock()
+        unread = [(event_id, r) for event_id, r in self._requests.items() if not self._listening[r.session]
+                  and now - max(r.since, self._heard.get(r.session, r.since)) >= self.unread_seconds]
+        for event_id, request in unread:
+            await self._cancel(event_id, request)
+        if unread:
+            logger.info("cancelled %d requests nobody read for %.0f s", len(unread), self.unread_seconds)
+        return len(unread)
+
+    async def _cancel(self, event_id: str, request: _Request) -> None:
+        queue = self.queue
+        event = queue.event_ids_to_events.get(event_id)
+        if event is not None:
+            event.alive = False  # a running one sends nothing more
+            await queue.remove_from_queue(event_id)  # a waiting one never runs
+        del self._requests[event_id]
+        pending = queue.pending_event_ids_session.get(request.session)
+        if pending is not None:
+            pending.discard(event_id)
+            if not pending:
+                # Nothing of this session is left to deliver: drop its undelivered messages too. A running answer
+                # sees its visitor gone (the app's deadline check) and stops between batches.
+                queue.pending_event_ids_session.pop(request.session, None)
+                queue.pending_messages_per_session.pop(request.session, None)
+
+    def _forget_delivered(self, pending: Mapping[str, set]) -> None:
+        for event_id in [e for e, r in self._requests.items() if e not in pending.get(r.session, ())]:
+            del self._requests[event_id]
+        sessions = {r.session for r in self._requests.values()}
+        for session in [s for s in self._heard if s not in sessions]:
+            del self._heard[session]
+
+    def _keep_sweeping(self) -> None:
+        """Sweep once a second while the server runs, so unread requests are cancelled before a worker takes them."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while not getattr(self.queue, "stopped", True):
+            await asyncio.sleep(min(1.0, self.unread_seconds / 2))
+            try:
+                await self.sweep()
+            except Exception:  # never let the sweeper die: the bounds depend on it
+                logger.exception("sweeping unread requests failed")
+
+    # ------------------------------------------------------------------------------------------------ order
+
+    def _next_turn(self, session: str) -> float:
+        """The turn of a new request of ``session``: one after its previous one, never behind the one now served."""
+        turn = max(self._now_serving, self._turns.get(session, float("-inf")) + 1)
+        self._turns[session] = turn
+        self._turns.move_to_end(session)
+        while len(self._turns) > _TURNS_MEMORY:
+            self._turns.popitem(last=False)
+        return turn
+
+    def _turn(self, event: Any) -> tuple[float, float]:
+        """Sort key of a waiting request: its turn, then its arrival."""
+        request = self._requests.get(event._id)
+        return (request.turn if request else self._now_serving), getattr(event, "enqueue_time", 0.0)
+
+
+#: ``/call/<api>/<event id>`` (and ``/call/v2/...``): the stream of one API call's answer.
+_CALL_STREAM = re.compile(r"/call/(?:v2/)?[^/]+/(?P<event>[0-9a-f]{32})/?$")
+#: Sessions whose latest turn is remembered for the order (the least recent are forgotten first).
+_TURNS_MEMORY = 10_000
+
+
+class McpRequestLimit:
+    """ASGI middleware: an MCP tool call over the MCP library's request limit gets a tool error the assistant reads.
+
+    The MCP library answers a request body over its limit (4 MiB) with HTTP 413, and MCP clients then drop their
+    session; a picture of about 3 MB sent as a ``data:`` URL is enough. This middleware stands in front of the MCP
+    endpoint: a body declared (``Content-Length``) or found larger than ``limit`` is read through without being kept
+    (only its first and last ``_EDGE`` bytes, where the JSON-RPC id and method are), and a ``tools/call`` is answered
+    with a tool result marked as an error that says the limit. Anything else over the limit still gets 413, and a
+    body over ``drain_limit`` is not read to its end.
+    """
+
+    def __init__(self, app: Callable, limit: int, message: str | None = None, drain_limit: int = 64 * 2**20):
+        self.app = app
+        self.limit = limit
+        self.message = message or mcp_limit_message(limit)
+        self.drain_limit = drain_limit
+
+    async def __call__(self, scope: Any, receive: Callable, send: Callable) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "POST" or not _MCP_PATH.search(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        declared = _content_length(scope)
+        if declared is not None and declared <= self.limit:
+            return await self.app(scope, receive, send)  # the common case: untouched, nothing buffered
+        kept, head, tail, size, complete = [], b"", b"", 0, False
+        while size <= self.drain_limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.limit:
+                kept.append(message)
+            else:
+                if kept:  # the body turned out too large: keep only its ends from now on
+                    head, kept = b"".join(m.get("body", b"") for m in kept)[:_EDGE], []
+                head = head if len(head) >= _EDGE else (head + chunk)[:_EDGE]
+                tail = (tail + chunk)[-_EDGE:]
+            if not message.get("more_body", False):
+                complete = True
+                break
+        if size <= self.limit:
+            return await self.app(scope, _replay(kept, receive), send)
+        request_id = jsonrpc_id(head, tail) if complete else None
+        if request_id is None or not _TOOL_CALL.search(head + b" " + tail):
+            return await _respond(send, 413, b"text/plain", b"Request body too large")
+        result = {"content": [{"type": "text", "text": self.message}], "isError": True}
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode()
+        await _respond(send, 200, b"application/json", body)
+
+
+def mcp_limit_message(limit: int) -> str:
+    """The tool error for an MCP request over ``limit`` bytes: the limit, the image size it allows, what to do."""
+    image_mb = limit * 3 / 4 / 1e6  # a data URL is base64: 4 characters for every 3 bytes
+    return (f"The image is too large for this tool: an MCP request may be at most {limit / 2**20:g} MiB, which "
+            f"holds an image of about {image_mb:.0f} MB as a data URL. Please send a smaller image (for example "
+            "resized to at most 2000 pixels on its longer side, or saved as JPEG) and ask again.")
+
+
+def jsonrpc_id(head: bytes, tail: bytes) -> int | str | None:
+    """The ``id`` of a JSON-RPC request of which only the first (``head``) and last (``tail``) bytes are known.
+
+    Clients write ``id`` either before ``params`` (found by walking the head's top-level keys) or as the last key
+    (found at the very end of the tail). None when neither holds a plain number or string id.
+    """
+    text = head.decode("utf-8", "replace")
+    decoder, depth, at = json.JSONDecoder(), 0, 0
+    while at < len(text):
+        char = text[at]
+        if char == '"':
+            try:
+                key, at = decoder.raw_decode(text, at)
+            except ValueError:
+                break  # a string running past the head: params, presumably
+            rest = text[at:].lstrip()
+            if depth == 1 and key == "id" and rest.startswith(":"):
+                with contextlib.suppress(ValueError):
+                    value, _end = decoder.raw_decode(rest[1:].lstrip())
+                    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+            continue
+        depth += 1 if char in "{[" else -1 if char in "}]" else 0
+        at += 1
+    last = _LAST_ID.search(tail.decode("utf-8", "replace"))
+    if last:
+        return json.loads(last["id"])
+    return None
+
+
+def _content_length(scope: Mapping[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+def _replay(messages: list[dict], receive: Callable) -> Callable:
+    """A ``receive`` that gives back ``messages`` first (the body already read), then the real one."""
+    pending = list(messages)
+
+    async def replayed() -> dict:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+async def _respond(send: Callable, status: int, content_type: bytes, body: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: The MCP library's streamable HTTP endpoint under Gradio (``/gradio_api/mcp`` and ``/gradio_api/mcp/http``).
+_MCP_PATH = re.compile(r"/gradio_api/mcp(?:/http)?/?$")
+_TOOL_CALL = re.compile(rb'"method"\s*:\s*"tools/call"')
+_LAST_ID = re.compile(r'"id"\s*:\s*(?P<id>-?\d+|"(?:[^"\\]|\\.){0,200}")\s*\}\s*$')
+#: Bytes kept of each end of an over-large MCP request: where its id and method are.
+_EDGE = 64 * 1024
 
 
 def fold(messages: list[dict], limit: int, folded: int = 0) -> tuple[list[dict], int]:

@@ -40,7 +40,7 @@ from . import intents as I
 from .checks import Structure, Unusual, deletion_scores, image_structure, occlusion_check, out_of_distribution
 from .intents import THRESHOLD_STEP, Intent, region_phrase
 from .reply import Reply
-from .session import ExpectedRegion, ImageEntry, SessionState, SettingError
+from .session import ExpectedRegion, ImageEntry, SessionState, SettingError, setting_number
 from .text import clean_text, render
 
 logger = logging.getLogger(__name__)
@@ -638,7 +638,7 @@ def answer_model(state: SessionState, intent: Intent) -> Reply:
 
 
 def answer_setting(state: SessionState, intent: Intent) -> Reply:
-    if intent.setting is None or intent.value is None:
+    if intent.setting is None or (intent.value is None and intent.typed is None):
         return render_reply(state, "setting", intent, settings=state.settings, colormaps=list(COLORMAPS),
                             changed=None, suggestions=[ask("use", name=name) for name in list(COLORMAPS)[:3]],
                             data={"settings": dataclasses.asdict(state.settings)})
@@ -666,7 +666,9 @@ def apply_setting(state: SessionState, intent: Intent) -> None:
     Raises :class:`SettingError` for a value out of range (nothing changes then).
     """
     value = intent.value
-    if isinstance(value, str) and intent.setting in RELATIVE_SETTINGS:  # "more transparent", "lower the threshold"
+    if intent.typed is not None:  # a number typed: refused, quoting it, unless plain and in range
+        value = setting_number(intent.setting, value, intent.typed)
+    elif isinstance(value, str) and intent.setting in RELATIVE_SETTINGS:  # "more transparent", "lower the threshold"
         low, high = RELATIVE_SETTINGS[intent.setting]
         value = float(np.clip(getattr(state.settings, intent.setting) + float(value), low, high))
         value = round(value, 4) if intent.setting == "threshold" else value

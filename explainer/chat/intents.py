@@ -134,6 +134,10 @@ class Intent:
     setting, value :
         A setting to change (``opacity``, ``colormap``, ``threshold``, ``top_k``) and its value; a string
         ``"+0.15"``/``"-0.1"`` is a change relative to the current opacity or threshold.
+    typed : str or None
+        A number given for a setting, exactly as typed (``"-5 %"``, ``"9e99"``), so a refusal can quote it; ``value``
+        is then what it reads as (a fraction for opacity and threshold), or None when it is not a plain number
+        (an exponent): :func:`explainer.chat.session.setting_number` checks both.
     region : str or None
         Where the user expects the evidence, as typed and tidied for :func:`explainer.groundtruth.region_from_text`:
         four numbers (``"40, 60, 80, 80"``, or ``"corners 10, 10, 50, 50"`` when the message said so) or place
@@ -153,6 +157,7 @@ class Intent:
     count: int | None = None
     setting: str | None = None
     value: float | str | None = None
+    typed: str | None = None
     region: str | None = None
     corrected: str = field(default="", repr=False)
 
@@ -164,6 +169,8 @@ class Message:
     raw: str  # cleaned, original case
     words: list[str]  # lower-case original tokens
     fixed: list[str]  # tokens after keyword spelling correction
+    lowered: str = ""  # raw in lower case, signs and exponents intact (numbers are read from it)
+    ends: list[int] = field(default_factory=list)  # where each token ends in ``lowered``
 
     @property
     def text(self) -> str:
@@ -174,6 +181,11 @@ class Message:
         first = self.text[:start].count(" ") if start else 0
         last = self.text[:end].count(" ")
         return " ".join(self.words[first : last + 1])
+
+    def after(self, end: int) -> str:
+        """The lower-cased original text after the token ending at character ``end`` of :attr:`text`."""
+        token = self.text[:end].count(" ")
+        return self.lowered[self.ends[token]:] if token < len(self.ends) else ""
 
 
 #: ``rule(message, vocab, details) -> fields or None``: see the rules section below.
@@ -216,11 +228,12 @@ def interpret(text: str, vocab: Vocab | None, rules: Sequence[tuple[str, Rule]])
 def _read(text: str, vocab: Vocab) -> Message:
     raw = clean_text(text or "", MAX_QUESTION_CHARS).replace("’", "'").replace("‘", "'")
     lowered = raw.lower().replace("“", '"').replace("”", '"')
-    words = [w.strip(".'\"-:;,!") for w in re.findall(r"[\w+/.'\-:]+|\?", lowered)]
-    words = [w for w in words if w and w != "?"]
+    tokens = [(m.group().strip(".'\"-:;,!"), m.end()) for m in re.finditer(r"[\w+/.'\-:]+|\?", lowered)]
+    tokens = [(w, end) for w, end in tokens if w and w != "?"]
+    words = [w for w, _end in tokens]
     protected = _label_words(tuple(vocab.labels))
     fixed = [word if word in protected else _correct(word) for word in words]
-    return Message(raw, words, fixed)
+    return Message(raw, words, fixed, lowered, [end for _w, end in tokens])
 
 
 @functools.lru_cache(maxsize=8)
@@ -388,21 +401,22 @@ def help_anywhere(message: Message, _vocab: Vocab, _details: dict) -> dict | Non
 def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
     """A setting and its value: opacity (absolute or "more transparent"), threshold, top-k, colormap."""
     text = message.text
-    value = r"(\d+(?:\.\d+)?)\s*(%|percent)?"
-    if match := re.search(rf"\b(?:opacity|transparency|alpha|overlay strength|blend)\b\D*?{value}", text):
-        return {"setting": "opacity", "value": _fraction(match.group(1), match.group(2))}
+    if (match := re.search(r"\b(?:opacity|transparency|alpha|overlay strength|blend)\b", text)) and (
+            number := _setting_number(message, match.end(), fraction=True)):
+        return {"setting": "opacity", **number}
     if _has(text, r"\b(?:more transparent|less opaque|fainter|lighter|weaker|subtler)\b"):
         return {"setting": "opacity", "value": "-0.15"}
     if _has(text, r"\b(?:more opaque|less transparent|stronger|darker|bolder)\b"):
         return {"setting": "opacity", "value": "+0.15"}
-    if match := re.search(rf"\bthreshold\b\D*?{value}", text):
-        return {"setting": "threshold", "value": _fraction(match.group(1), match.group(2))}
+    if (match := re.search(r"\bthreshold\b", text)) and (number := _setting_number(message, match.end(),
+                                                                                     fraction=True)):
+        return {"setting": "threshold", **number}
     if _has(text, rf"\b(?:{_LOWER}) (?:\w+ ){{0,2}}?thresholds?\b|\bthreshold (?:lower|down|smaller)\b"):
         return {"setting": "threshold", "value": f"-{THRESHOLD_STEP}"}
     if _has(text, rf"\b(?:{_RAISE}) (?:\w+ ){{0,2}}?thresholds?\b|\bthreshold (?:higher|up|bigger)\b"):
         return {"setting": "threshold", "value": f"+{THRESHOLD_STEP}"}
-    if match := re.search(r"\btop[\s\-]?k\b\D*?(\d{1,2})", text):
-        return {"setting": "top_k", "value": int(match.group(1))}
+    if (match := re.search(r"\btop[\s\-]?k\b", text)) and (number := _setting_number(message, match.end())):
+        return {"setting": "top_k", **number}
     maps = [name for name in vocab.colormaps if re.search(rf"\b{re.escape(name.lower())}\b", text)]
     if maps and (_has(text, r"\b(?:colou?r|colormap|cmap|palette|map|use|switch|set|change|try)\b")
                  or len(message.words) <= 2):
@@ -418,9 +432,29 @@ _LOWER = r"lower|lowering|reduce|decrease|drop|smaller|loosen|relax|less strict"
 _RAISE = r"raise|raising|increase|higher|bigger|larger|tighten|stricter|more strict"
 
 
-def _fraction(number: str, percent: str | None) -> float:
-    value = float(number)
-    return value / 100.0 if percent or value > 1 else value
+#: A number after a setting's name, read from the original text: its sign, and an exponent (refused), are kept
+#: so that "opacity 9e99" is not read as 9 % nor "threshold -5 %" as 5 %. Anything but digits may come before it.
+_SETTING_NUMBER = re.compile(r"\D*?(?P<sign>[-+−]?)(?P<digits>\d+(?:\.\d+)?)(?P<exponent>e[-+−]?\d+)?"
+                             r"(?![\w.]*\d)\s*(?P<percent>%|percent|per cent)?")
+
+
+def _setting_number(message: Message, end: int, fraction: bool = False) -> dict | None:
+    """``value`` and ``typed`` of the number after the setting name ending at ``end`` of the message's text.
+
+    With ``fraction``, percentages (and plain numbers above 1) become fractions. The value is None for a number
+    that is not plain (an exponent), negative numbers stay negative: :func:`explainer.chat.session.setting_number`
+    refuses both with the allowed range.
+    """
+    match = _SETTING_NUMBER.match(message.after(end))
+    if match is None:
+        return None
+    typed = match.string[match.start("sign"):match.end()].strip()
+    if match.group("exponent"):
+        return {"value": None, "typed": typed}
+    value = float(match.group("digits")) * (-1 if match.group("sign") in ("-", "−") else 1)
+    if fraction and (match.group("percent") or value > 1):
+        value /= 100.0
+    return {"value": value if fraction else (int(value) if value.is_integer() else value), "typed": typed}
 
 
 def model(message: Message, _vocab: Vocab, details: dict) -> dict | None:

@@ -21,7 +21,7 @@ from ..demo import EXAMPLES_DIR, model_path
 from ..engine import warm_up
 from ..errors import ModelError
 from ..layers import depth_layer_names
-from ..messages import message
+from ..messages import message, quote
 from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ModelMenu:
                 self.registry.touch(self)
             return self.uploads[key]
         if key not in {name for _label, name in self.builtins}:
-            raise ModelError(f"There is no model called {key!r} here; choose one of {', '.join(self.names())}.")
+            raise ModelError(f"There is no model called {quote(key)} here; choose one of {', '.join(self.names())}.")
         return self.shelf.get(key)
 
     def key_of(self, model: LoadedModel) -> str | None:
@@ -250,7 +250,7 @@ class ModelMenu:
             raise ModelError("Choose a model file (.keras or .h5) first.")
         path = Path(model_file)
         if path.suffix.lower() not in MODEL_SUFFIXES:
-            raise ModelError(f"{path.name!r} is not a Keras model file; upload a .keras or .h5 file.")
+            raise ModelError(f"{quote(path.name)} is not a Keras model file; upload a .keras or .h5 file.")
         if checker is not None:
             checker(path)
         model = load_model(path, labels=labels_file or None, trust=False)  # a visitor's file never runs code
@@ -268,7 +268,7 @@ class ModelMenu:
         if not spec:
             raise ModelError(message("menu.hub_empty"))
         if not hub.is_hub_spec(spec):
-            raise ModelError(message("menu.hub_malformed", value=spec[:80]))
+            raise ModelError(message("menu.hub_malformed", value=quote(spec)))
         size = hub.download_size(spec) if max_bytes is not None else None
         if size is not None and size > max_bytes:
             raise ModelError(message("menu.hub_too_big", size=size / 2**20, limit=max_bytes / 2**20))

@@ -26,6 +26,7 @@ from ..engine import default_method, explain
 from ..errors import ClassError, ExplainerError, ImageError
 from ..images import load_image_with_notes
 from ..labels import match_label
+from ..messages import quote
 from ..layers import LayerPath, resolve_layer, spatial_layers
 from ..models import LoadedModel
 from ..region import DEFAULT_THRESHOLD
@@ -47,6 +48,38 @@ AUTO_METHOD = ("auto", "default", "automatic")
 
 class SettingError(ExplainerError):
     """A setting value out of range (shown to the user like every other :class:`ExplainerError`)."""
+
+
+#: The numeric settings' allowed values: (lowest, highest, lowest allowed itself, how a refusal states them, an
+#: example of a plain number for it).
+NUMBER_SETTINGS: dict[str, tuple[float, float, bool, str, str]] = {
+    "opacity": (0.0, 1.0, True, "Opacity must be between 0 and 1 (or 0–100 %)", "0.3 or 30 %"),
+    "threshold": (0.0, 1.0, False, "The threshold must be above 0 and at most 1 (or 100 %)", "0.3 or 30 %"),
+    "top_k": (1, MAX_TOP_K, True, f"Top-k must be a whole number from 1 to {MAX_TOP_K}", "5"),
+}
+
+
+def in_range(setting: str, value: Any) -> bool:
+    """Whether ``value`` is an allowed value of the numeric ``setting`` (NaN and infinities never are)."""
+    low, high, closed, _words, _example = NUMBER_SETTINGS[setting]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    whole = setting != "top_k" or number.is_integer()
+    return whole and (low <= number if closed else low < number) and number <= high
+
+
+def setting_number(setting: str, value: float | None, typed: str) -> float | int:
+    """The value of a number typed for a numeric setting, or :class:`SettingError` stating the allowed range.
+
+    ``value`` is what ``typed`` reads as (None when it is not a plain number, e.g. ``"9e99"``); the refusal quotes
+    what was typed, not what it was read as.
+    """
+    if value is None or not in_range(setting, value):
+        _low, _high, _closed, words, example = NUMBER_SETTINGS[setting]
+        raise SettingError(f"{words}, written as a plain number (like {example}); {quote(typed)} is not one.")
+    return int(value) if setting == "top_k" else float(value)
 
 
 @dataclass
@@ -85,20 +118,17 @@ class Settings:
             raise SettingError(f"There is no setting called {', '.join(unknown)}; the settings are "
                                f"{', '.join(f.name for f in dataclasses.fields(self))}.")
         new = dataclasses.replace(self, **changes)
-        if not 0.0 <= float(new.opacity) <= 1.0:
-            raise SettingError(f"Opacity must be between 0 and 1 (or 0–100 %), not {new.opacity}.")
-        if new.colormap not in COLORMAPS:
-            raise SettingError(f"Unknown colormap {new.colormap!r}; choose one of {', '.join(COLORMAPS)}.")
-        if not 0.0 < float(new.threshold) <= 1.0:
-            raise SettingError(f"The threshold must be above 0 and at most 1 (or 100 %), not {new.threshold}.")
-        if not 1 <= int(new.top_k) <= MAX_TOP_K:
-            raise SettingError(f"Top-k must be between 1 and {MAX_TOP_K}, not {new.top_k}.")
-        key = None if new.method is None else method_key(new.method)
+        for name in NUMBER_SETTINGS:
+            if not in_range(name, getattr(new, name)):
+                raise SettingError(f"{NUMBER_SETTINGS[name][3]}, not {quote(getattr(new, name))}.")
+        if not isinstance(new.colormap, str) or new.colormap not in COLORMAPS:
+            raise SettingError(f"Unknown colormap {quote(new.colormap)}; choose one of {', '.join(COLORMAPS)}.")
+        key = None if new.method is None else method_key(str(new.method))
         if key is not None and key not in METHODS and key not in AUTO_METHOD:
-            raise SettingError(f"Unknown method {new.method!r}; choose one of {', '.join(METHODS)}.")
+            raise SettingError(f"Unknown method {quote(new.method)}; choose one of {', '.join(METHODS)}.")
         key = None if key in AUTO_METHOD else key
         return dataclasses.replace(new, opacity=float(new.opacity), threshold=float(new.threshold),
-                                   top_k=int(new.top_k), method=key)
+                                   top_k=int(float(new.top_k)), method=key)
 
 
 @dataclass

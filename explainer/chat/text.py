@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from pathlib import Path
 
 import jinja2
 import numpy as np
 from markupsafe import Markup
+
+from ..messages import one_line as clean_text  # one line, no control characters, cut: the chat's name for it
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -23,20 +24,6 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 # code, links, headings, lists, tables, strikethrough, LaTeX ($) or autolinks (: and .).
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
 _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}  # control, format (zero-width, bidi overrides), surrogates, unassigned
-
-
-def clean_text(text: str, limit: int | None = None) -> str:
-    """``text`` as one line: control and bidi-override characters dropped, whitespace collapsed, cut at ``limit``.
-
-    Emoji and other printable Unicode are kept. A cut adds an ellipsis.
-    """
-    text = "".join(" " if ch in "\r\n\t" else ch for ch in str(text))
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _CONTROL or ch == "\u200d")
-    text = " ".join(text.split())
-    if limit is not None and len(text) > limit:
-        text = text[: max(0, limit - 1)].rstrip() + "…"
-    return text
 
 
 def escape_markdown(value: object, limit: int | None = None) -> Markup:
