@@ -24,7 +24,8 @@ from .labels import match_label
 from .layers import resolve_layer
 from .models import add_model_arguments
 from .region import DEFAULT_THRESHOLD
-from .render import draw_region, overlay
+from .render import draw_region, mask_picture, overlay
+from .segment import DEFAULT_SEGMENT, SEGMENTERS, get_segmenter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"one of: {', '.join(METHODS)} (default: Grad-CAM, or HiResCAM for a vision transformer)")
     run.add_argument("--layer", help="target layer (default: a CNN's last spatial layer, a ViT's token embeddings)")
     run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
-    run.add_argument("--out", type=Path, help="folder for <image>_heatmap.npy and <image>_overlay.png")
+    run.add_argument("--segment", default=DEFAULT_SEGMENT, metavar="METHOD",
+                     help=f"how the region's mask is cut from the map: one of {', '.join(SEGMENTERS)} "
+                          f"(default: {DEFAULT_SEGMENT})")
+    run.add_argument("--out", type=Path,
+                     help="folder for <image>_heatmap.npy, <image>_overlay.png and <image>_mask.png (0/255)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     expected = run.add_mutually_exclusive_group()
     expected.add_argument("--box", help="where the evidence should be: x,y,w,h in image pixels (adds \"expected\")")
@@ -84,6 +89,7 @@ def explain_command(args: argparse.Namespace) -> int:
         if args.method is not None:  # None: the engine picks (Grad-CAM, or HiResCAM for a vision transformer)
             get_method(args.method)  # fail once, before any image, on a misspelt method or layer
         resolve_layer(model.keras_model, args.layer)
+        get_segmenter(args.segment)
         target = None if args.target is None else match_label(model.labels, args.target)
         box = None if args.box is None else parse_box(args.box, args.box_format)
     except ExplainerError as err:
@@ -96,7 +102,7 @@ def explain_command(args: argparse.Namespace) -> int:
         try:
             loaded = load_image_with_notes(path)
             result = explain(model, loaded.pixels, target=target, method=args.method, layer=args.layer,
-                             threshold=args.threshold)
+                             threshold=args.threshold, segment=args.segment)
             region = None if box is None and args.mask is None else expected_mask(loaded.pixels.shape[:2], box,
                                                                                     args.mask)
         except ExplainerError as err:
@@ -123,17 +129,24 @@ def _save(result, path: Path, out: Path, used: set[str], expected: np.ndarray | 
     used.add(stem)
     heatmap_file, overlay_file = out / f"{stem}_heatmap.npy", out / f"{stem}_overlay.png"
     np.save(heatmap_file, result.heatmap)
+    mask_file = None
+    if result.region.mask is not None:  # below the probability cutoff there is no mask to write
+        mask_file = out / f"{stem}_mask.png"
+        cv2.imwrite(str(mask_file), mask_picture(result.region.mask))
     picture = draw_region(overlay(result.image, result.heatmap), result.region)
     if expected is not None:  # the user's region, outlined in its own colour
         picture = draw_expected(picture, expected)
     cv2.imwrite(str(overlay_file), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    return {"heatmap_file": str(heatmap_file), "overlay_file": str(overlay_file)}
+    return {"heatmap_file": str(heatmap_file), "overlay_file": str(overlay_file),
+            "mask_file": None if mask_file is None else str(mask_file)}
 
 
 def _summary(path: Path, result, expected: dict | None = None) -> str:
     region = result.region
     line = (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
             f"{region.location}, box {region.bbox}, {region.coverage:.0%} of the image, {region.spread}")
+    line += (f"; mask by {region.segmenter.display_name}: {region.pixels} px" if region.mask is not None
+             else f"; no mask: {region.no_mask_reason}")
     if result.head == "multilabel":  # each label is its own yes/no: say which are present
         found = ", ".join(f"{p.label} ({p.probability:.1%})" for p in result.positive) or "none"
         line += f"; present (from {result.decision_threshold:.0%}): {found}"

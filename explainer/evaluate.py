@@ -11,6 +11,9 @@ prediction. Columns: pointing game and the centre-point baseline (hit rates), bo
 region, RISE deletion (lower is better) and insertion (higher is better) AUC, Average Drop and Increase in
 Confidence (%), coverage (mean map value, the complexity to read Average Drop with), explain time per image, and
 with ``--sanity`` the median rank correlation of the maps after randomising every weight (below 0.5 passes).
+The last columns give, per segmentation method (:mod:`explainer.segment`), the mean mask IoU of the segmented region
+with the true mask (``thre IoU``, ``otsu IoU``, ``grab IoU``; the JSON adds the share of images reaching 0.5);
+``mask IoU`` is the thresholded heat region, the same as ``thre IoU``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .errors import ExplainerError
 from .images import IMAGE_SUFFIXES, load_image
 from .models import load_model
 from .region import DEFAULT_THRESHOLD, mask_to_box
+from .segment import SEGMENTERS, get_segmenter
 
 #: Seed of the demo evaluation images (training uses 1 and 2, the sidecar's held-out set 10_001 and 10_002).
 EVALUATION_SEED = 20_000
@@ -117,7 +121,7 @@ def _read_mask(mask_dir: Path, stem: str, size: tuple[int, int]) -> np.ndarray:
 def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.CURVE_STEPS,
              threshold: float = DEFAULT_THRESHOLD, tolerance: float | None = None,
              batch_size: int = metrics.FORWARD_BATCH, layer: str | None = None, sanity: bool = False,
-             progress=None) -> dict:
+             progress=None, segments: list[str] | None = None) -> dict:
     """Every metric for every method on ``data``: ``{method: {metric: value}}`` (means over the images).
 
     Parameters
@@ -137,6 +141,9 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
         Also run the model-randomization check on the first :data:`SANITY_IMAGES` images (slower).
     progress : callable, optional
         Called with a short text before each method.
+    segments : list of str, optional
+        Segmentation methods to score (default: all of :data:`explainer.segment.SEGMENTERS`); each method's row
+        gains ``segmentation``: ``{segment: {"mask_iou": mean, "share_05": share of images ≥ 0.5}}``.
     """
     targets = data.labels if data.labels is not None else predict(model, data.images).argmax(axis=1)
     targets = [int(t) for t in targets]
@@ -150,12 +157,24 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
         maps, seconds = _explain_all(model, data.images, targets, method, layer, batch_size)
         table[method] = _scores(model, data, maps, targets, steps, threshold, tolerance)
         table[method].update(centre_baseline=centre, ms_per_image=1000 * seconds / len(data.images))
+        table[method]["segmentation"] = segmentation_scores(data, maps, segments, threshold)
         if sanity:
             n = min(SANITY_IMAGES, len(data.images))
             check = metrics.sanity_check(model, data.images[:n], maps[:n], targets[:n], method=method, layer=layer)
             final = float(check.median[-1])
             table[method]["sanity_spearman"] = None if np.isnan(final) else final  # None: every map was flat
     return table
+
+
+def segmentation_scores(data: Dataset, maps, segments: list[str] | None = None,
+                        threshold: float = DEFAULT_THRESHOLD) -> dict[str, dict[str, float]]:
+    """Mean mask IoU with the true masks and share of images with IoU ≥ 0.5, per segmentation method."""
+    scores = {}
+    for name in segments or list(SEGMENTERS):
+        key = get_segmenter(name).name
+        ious = metrics.mask_iou(None, data.images, maps, masks=data.masks, threshold=threshold, segment=key)
+        scores[key] = {"mask_iou": float(np.mean(ious)), "share_05": float(np.mean(ious >= 0.5))}
+    return scores
 
 
 def _explain_all(model, images, targets, method, layer, batch_size) -> tuple[list[np.ndarray], float]:
@@ -182,11 +201,15 @@ def _scores(model, data: Dataset, maps, targets, steps, threshold, tolerance) ->
 
 
 def format_table(table: dict) -> str:
-    """Methods as rows, metrics as columns (only the columns present)."""
+    """Methods as rows, metrics as columns (only the columns present), then mask IoU per segmentation method."""
     present = [column for column in COLUMNS if any(column[0] in row for row in table.values())]
-    lines = ["method     " + " ".join(f"{header:>8}" for _key, header, _fmt in present)]
+    segments = list(dict.fromkeys(key for row in table.values() for key in row.get("segmentation", {})))
+    headers = [header for _key, header, _fmt in present] + [f"{name[:4]} IoU" for name in segments]
+    lines = ["method     " + " ".join(f"{header:>8}" for header in headers)]
     for method, row in table.items():
         cells = [fmt.format(row[key]) if row.get(key) is not None else f"{'-':>8}" for key, _header, fmt in present]
+        found = row.get("segmentation", {})
+        cells += [f"{found[name]['mask_iou']:8.3f}" if name in found else f"{'-':>8}" for name in segments]
         lines.append(f"{method:<10} " + " ".join(cells))
     return "\n".join(lines)
 
@@ -199,6 +222,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a .keras/.h5 file or a built-in name (default: the default model)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help=f"methods to compare, space- or comma-separated (default: all: {', '.join(METHODS)})")
+    parser.add_argument("--segments", nargs="+", default=None, metavar="SEGMENT",
+                        help=f"segmentation methods scored by mask IoU (default: all: {', '.join(SEGMENTERS)})")
     parser.add_argument("--n", type=int, default=100, help="number of demo images (default 100)")
     parser.add_argument("--data", type=Path, help="folder with images/ and masks/ (same stems) instead of demo data")
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED, help="seed of the demo images")
@@ -215,6 +240,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """Run ``evaluate``; one-line error on stderr and exit status 2 on bad input."""
     try:
         methods = _method_names(args.methods)
+        segments = _names(args.segments, SEGMENTERS, get_segmenter)
         if args.data is None and args.n < 1:
             raise ExplainerError(f"--n must be at least 1, got {args.n}.")
         if args.steps < 1 or not 0 < args.threshold <= 1 or (args.tolerance or 0) < 0:
@@ -222,7 +248,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         data = folder_dataset(args.data) if args.data else demo_dataset(args.n, args.seed, model.labels)
         table = evaluate(model, data, methods, steps=args.steps, threshold=args.threshold, tolerance=args.tolerance,
-                         layer=args.layer, sanity=args.sanity, progress=_progress if sys.stderr.isatty() else None)
+                         layer=args.layer, sanity=args.sanity, progress=_progress if sys.stderr.isatty() else None,
+                         segments=segments)
     except (ExplainerError, ValueError, OSError) as err:
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
@@ -236,10 +263,15 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _method_names(requested: list[str] | None) -> list[str]:
+    return _names(requested, METHODS, get_method)
+
+
+def _names(requested: list[str] | None, known: dict, get) -> list[str]:
+    """Canonical names of the requested methods (space- or comma-separated), all of ``known`` by default."""
     if not requested:
-        return list(METHODS)
+        return list(known)
     names = [part for item in requested for part in item.split(",") if part.strip()]
-    return list(dict.fromkeys(get_method(name).name for name in names))
+    return list(dict.fromkeys(get(name).name for name in names))
 
 
 def _report(model, data: Dataset, table: dict, args: argparse.Namespace) -> dict:
@@ -250,9 +282,13 @@ def _report(model, data: Dataset, table: dict, args: argparse.Namespace) -> dict
         "settings": {"steps": args.steps, "threshold": args.threshold, "tolerance": args.tolerance,
                      "deletion_baseline": metrics.DELETION_BASELINE,
                      "insertion_baseline": metrics.INSERTION_BASELINE, "layer": args.layer},
-        "methods": {method: {key: None if value is None else round(value, 5) for key, value in row.items()}
-                    for method, row in table.items()},
+        "methods": {method: _rounded(row) for method, row in table.items()},
     }
+
+
+def _rounded(row: dict) -> dict:
+    return {key: _rounded(value) if isinstance(value, dict) else None if value is None else round(value, 5)
+            for key, value in row.items()}
 
 
 def _progress(text: str) -> None:
