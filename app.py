@@ -30,7 +30,11 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.exceptions import InvalidPathError
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from PIL import Image as PILImage
+from pydantic import ValidationError
+from starlette.middleware import Middleware
 
 from explainer.archive import extract_audit_folder, remove
 from explainer.audit import AuditOptions, audit_folder
@@ -60,8 +64,15 @@ from explainer.engine import default_method
 from explainer.errors import ExplainerError
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
-from explainer.serving import QueueGuard, ServerLimits, fold, painted_mask
-from explainer.uploads import UploadRefused, uploaded_file, uploaded_files
+from explainer.serving import (
+    McpRequestLimit,
+    QueueGuard,
+    ServerLimits,
+    fold,
+    forwarded_allow_ips,
+    painted_mask,
+)
+from explainer.uploads import REFUSED, UploadRefused, log_refusal, uploaded_file, uploaded_files
 
 logger = logging.getLogger("gradcam_chat")
 
@@ -71,6 +82,10 @@ CONCURRENCY = 2
 QUEUE_SIZE = 64
 #: Uploads above this are refused before they reach the app (user models can be tens of megabytes).
 MAX_FILE_SIZE = "200mb"
+#: The MCP library's limit on one request's body: an image sent to the MCP tool as a data URL takes 4/3 of its size.
+MCP_REQUEST_LIMIT = DEFAULT_MAX_REQUEST_BODY_SIZE
+#: The answer to a payload that is not in the form an event takes (sent by hand, not by the page).
+MALFORMED = "That request's data is not in the form this app takes. Please use the page or the documented API."
 #: The answer to any failure we did not foresee: logged in full on the server, never shown.
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
 #: The brush colour of "Where should it look?" (also the outline of the visitor's region in answers).
@@ -183,23 +198,60 @@ def without_options(messages: list[dict]) -> list[dict]:
     return [{k: v for k, v in message.items() if k != "options"} for message in messages]
 
 
+def quiet(error: gr.Error) -> gr.Error:
+    """``error`` without Gradio's traceback on the console: a user error is one line at most (a refused file
+    reference: explainer/uploads.py), and an unforeseen one is logged in full once, by :func:`event_boundary`."""
+    error.print_exception = False
+    return error
+
+
+def refuse_quietly(demo: gr.Blocks) -> None:
+    """Gradio's own refusals of a payload, before any event runs, as one log line each instead of a traceback.
+
+    Gradio checks file payloads itself (a file that was not uploaded, a file payload without its ``meta`` marker)
+    and prints a traceback for every refusal; a probe of a thousand paths would be a megabyte of log. Here a file
+    refused by Gradio gets the gate's fixed message (:data:`explainer.uploads.REFUSED`) and its one line, another
+    malformed payload :data:`MALFORMED`, and a component's own refusal (a value not among its choices) stays as it
+    is, without the traceback.
+    """
+    preprocess = demo.preprocess_data
+
+    async def preprocess_data(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await preprocess(*args, **kwargs)
+        except gr.Error as err:
+            raise quiet(err)  # noqa: B904 (the same error, re-raised)
+        except InvalidPathError as err:
+            log_refusal("not uploaded, refused by Gradio", str(err))
+            raise quiet(gr.Error(REFUSED)) from None
+        except ValidationError as err:
+            files = [problem for problem in err.errors() if "gradio.FileData" in str(problem.get("msg"))]
+            if files:
+                log_refusal("no Gradio file marker", files[0].get("input"))
+                raise quiet(gr.Error(REFUSED)) from None
+            logger.warning("refused a malformed payload: %s", repr(err.errors()[:1])[:120])
+            raise quiet(gr.Error(MALFORMED)) from None
+
+    demo.preprocess_data = preprocess_data
+
+
 def event_boundary(fn: Callable) -> Callable:
     """Wrap an event: a user error becomes ``gr.Error`` with its plain message, anything else is logged in full on
     the server and shown as :data:`FAILED`. No exception text (paths, modules, tracebacks) reaches a visitor."""
 
     def translate(err: Exception) -> gr.Error:
         if isinstance(err, ExplainerError):
-            return gr.Error(str(err))
+            return quiet(gr.Error(str(err)))
         logger.error("event %s failed", fn.__name__, exc_info=err)
-        return gr.Error(FAILED)
+        return quiet(gr.Error(FAILED))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args: Any, **kwargs: Any) -> Iterator:
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
+            except gr.Error as err:
+                raise quiet(err)  # noqa: B904 (the same error, re-raised)
             except Exception as err:
                 raise translate(err) from None
         return generator
@@ -208,8 +260,8 @@ def event_boundary(fn: Callable) -> Callable:
     def function(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as err:
+            raise quiet(err)  # noqa: B904 (the same error, re-raised)
         except Exception as err:
             raise translate(err) from None
     return function
@@ -271,11 +323,20 @@ class ChatApp:
         self.examples = [e for e in load_examples() if e.model in {"", *(n for _l, n in self.builtins)}]
 
     def launch(self, **options: Any) -> gr.Blocks:
-        """Build (once) and serve the app with :func:`launch_options` plus ``options``; returns the Blocks."""
+        """Build (once) and serve the app with :func:`launch_options` plus ``options``; returns the Blocks.
+
+        Two middlewares stand in front of Gradio's routes: the queue guard counts who listens for their answers,
+        and an MCP tool call over the MCP library's request limit gets a readable tool error instead of HTTP 413.
+        The client address is the connection's, unless it comes from one of ``EXPLAINER_TRUSTED_PROXIES``.
+        """
         demo = getattr(self, "demo", None) or self.build()
-        with warnings.catch_warnings():  # about the chat's and the audit's state; neither stays a tool (below)
+        middleware = [Middleware(self.guard.middleware), Middleware(McpRequestLimit, limit=MCP_REQUEST_LIMIT)]
+        app_kwargs = {**options.pop("app_kwargs", {})}
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), *middleware]
+        with warnings.catch_warnings(), forwarded_allow_ips(self.limits.trusted_proxies):
+            # The warning is about the chat's and the audit's state; neither stays a tool (below).
             warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
-            demo.launch(**{**launch_options(), **options})
+            demo.launch(**{**launch_options(), **options, "app_kwargs": app_kwargs})
         server = getattr(demo, "mcp_server_obj", None)
         if server is not None:  # one tool: "explain" (the chat's turn needs a conversation an assistant lacks)
             server.tool_to_endpoint = {tool: api for tool, api in server.tool_to_endpoint.items() if api == "/explain"}
@@ -496,8 +557,11 @@ class ChatApp:
         the evidence, the region that drove the decision (box, share of the image, its place in words), and, when
         asked, how the score changes when that region is hidden. Nothing is kept between calls.
 
+        Size limit over MCP: one request may be at most 4 MiB, so an image sent as a data URL may be at most about
+        3 MB (base64 adds a third); resize or recompress a larger picture (e.g. JPEG, 2000 px) before sending it.
+
         Args:
-            image: The image to explain (PNG, JPEG, WebP, BMP, GIF, TIFF, or a DICOM .dcm file).
+            image: The image to explain (PNG, JPEG, WebP, BMP, GIF, TIFF, or a DICOM .dcm file), at most about 3 MB.
             question: Plain words: "why?", "what is it?", "how sure are you?", "why not a cat?", "does it hold up?".
             model_name: The classifier: "shapes" or "shapes-shortcut" (demo models), or an ImageNet model.
             expected_region: Optional: where the evidence should be, "x, y, w, h" in pixels or words ("lower left").
@@ -576,7 +640,10 @@ class ChatApp:
             with gr.Tab("One question (API)"):
                 self._explain_tab()
         demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-        QueueGuard(self.limits.queued_per_session, self.limits.queued_per_client).install(demo._queue)
+        self.guard = QueueGuard(self.limits.queued_per_session, self.limits.queued_per_client,
+                                self.limits.unread_seconds)
+        self.guard.install(demo._queue)
+        refuse_quietly(demo)
         self.demo = demo
         return demo
 

@@ -177,6 +177,7 @@ class QueueGuard:
         self._turns: OrderedDict[str, float] = OrderedDict()  # session -> the turn of its latest request
         self._now_serving = 0.0  # the turn of the request a worker took last
         self._sweeper: asyncio.Task | None = None
+        self._tracking = False  # whether the middleware counts the streams (else nothing is ever cancelled)
 
     def install(self, queue: Any) -> None:
         """Wrap ``queue.push`` (the bounds) and ``queue.get_events`` (the order) of Gradio's queue."""
@@ -235,7 +236,13 @@ class QueueGuard:
         return None
 
     def middleware(self, app: Callable) -> Callable:
-        """An ASGI middleware around ``app`` counting the open answer streams of each session."""
+        """An ASGI middleware around ``app`` counting the open answer streams of each session.
+
+        Unread requests are cancelled only once this middleware is in place: without it every request would look
+        unread.
+        """
+        self._tracking = True
+
         async def counted(scope: Any, receive: Any, send: Any) -> None:
             session = self.listened_session(scope)
             if session is None:
@@ -254,7 +261,7 @@ class QueueGuard:
     async def sweep(self) -> int:
         """Cancel the requests nobody has listened to for ``unread_seconds``; returns how many."""
         queue = self.queue
-        if queue is None:
+        if queue is None or not self._tracking:
             return 0
         self._forget_delivered(queue.pending_event_ids_session)
         now = self.clock()

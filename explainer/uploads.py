@@ -5,16 +5,24 @@ that a referenced file was uploaded only for payloads shaped the way its own pag
 payload can name any server path. So every event that takes a file asks :func:`uploaded_file` first, whatever
 the payload's shape, and a refused reference always gets the same message, whatever is (or is not) at that path:
 the answer must not tell an attacker whether ``/etc/shadow`` or a private key exists.
+
+Each refusal is one line in the server's log (why, and the start of what was named), never a traceback: a probe
+of a thousand paths is a thousand lines, not a megabyte.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from .errors import ImageError
 
+logger = logging.getLogger("gradcam_chat")
+
+#: How much of a refused reference the log line quotes.
+_LOGGED_CHARS = 120
 #: The one message for every refused reference (it must not depend on what is at the path).
 REFUSED = "That file did not come from an upload to this app, so I will not open it. Please upload the file itself."
 
@@ -22,8 +30,15 @@ REFUSED = "That file did not come from an upload to this app, so I will not open
 class UploadRefused(ImageError):
     """A file reference that points outside the upload folder (or is not a file reference at all)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str = "not a file reference", named: Any = None) -> None:
         super().__init__(REFUSED)
+        log_refusal(reason, named)
+
+
+def log_refusal(reason: str, named: Any = None) -> None:
+    """The one log line of a refused file reference: why, and the start of what was named (``repr``: whatever the
+    visitor sent stays on one line)."""
+    logger.warning("refused a file reference (%s): %s", reason, repr(named)[:_LOGGED_CHARS])
 
 
 def uploaded_file(payload: Any, folder: str | os.PathLike) -> str | None:
@@ -49,17 +64,17 @@ def uploaded_file(payload: Any, folder: str | os.PathLike) -> str | None:
         if not path and not url:
             return None
         if not path:  # a bare URL: this server never fetches files on a visitor's behalf
-            raise UploadRefused()
+            raise UploadRefused("a URL", url)
         payload = path
     if not isinstance(payload, (str, os.PathLike)):
-        raise UploadRefused()
+        raise UploadRefused("not a path", payload)
     try:
         real = Path(os.path.realpath(os.fspath(payload)))
         root = Path(os.path.realpath(os.fspath(folder)))
-    except (OSError, ValueError) as err:  # NUL bytes, over-long names: not a reference we accept
-        raise UploadRefused() from err
+    except (OSError, ValueError):  # NUL bytes, over-long names: not a reference we accept
+        raise UploadRefused("an unusable path", payload) from None
     if real == root or not real.is_relative_to(root):
-        raise UploadRefused()
+        raise UploadRefused("outside the upload folder", payload)
     return str(real)
 
 
@@ -68,5 +83,5 @@ def uploaded_files(payloads: Any, folder: str | os.PathLike) -> list[str]:
     if payloads is None:
         return []
     if not isinstance(payloads, (list, tuple)):
-        raise UploadRefused()
+        raise UploadRefused("not a list of files", payloads)
     return [path for path in (uploaded_file(p, folder) for p in payloads) if path]

@@ -481,3 +481,186 @@ def test_explain_is_an_mcp_tool_an_assistant_can_call(url):
     text = " ".join(getattr(part, "text", "") for part in result.content)
     assert "**star**" in text and "'target': {'index'" in text  # the answer and its facts
     assert "gradio_api/file=" in text and "image.png" in text  # and the overlay, as a file the assistant can fetch
+
+
+# -------------------------------------------------------------------- unread requests, addresses, fairness
+
+
+@pytest.fixture
+def gated(monkeypatch):
+    """``/explain`` questions starting with "hold" wait until ``release(question)``; ``ran`` lists the questions the
+    workers took, in order. Yields (release, ran)."""
+    import threading
+
+    import app
+
+    gates: dict[str, threading.Event] = {}
+    ran: list[str] = []
+    real = app.answer_once
+
+    def answer_once(model, image, question="", **settings):
+        ran.append(question)
+        if question.startswith("hold"):
+            gates.setdefault(question, threading.Event()).wait(120)
+        return real(model, image, question, **settings)
+
+    def release(question: str) -> None:
+        gates.setdefault(question, threading.Event()).set()
+
+    monkeypatch.setattr(app, "answer_once", answer_once)
+    yield release, ran
+    for gate in list(gates.values()):
+        gate.set()
+
+
+def wait_until(condition, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.05)
+
+
+def enqueue(url: str, index: int, data: list, session: str | None = None, **headers: str) -> httpx.Response:
+    """Join the queue as the page does, and never read the answer."""
+    return httpx.post(f"{url}/gradio_api/queue/join", timeout=30, headers=headers,
+                      json={"data": data, "fn_index": index, "session_hash": session or uuid.uuid4().hex})
+
+
+def test_requests_nobody_reads_are_cancelled_and_stop_counting(gated):
+    import threading
+    import time
+
+    from explainer.serving import ServerLimits
+
+    release, ran = gated
+    unread = ServerLimits().unread_seconds  # the documented default (10 s)
+    with running_app(EXPLAINER_QUEUE_PER_CLIENT="26") as (url, chat_app):
+        index = fn_index(chat_app, "explain")
+        answers: dict[str, tuple] = {}
+
+        def ask(question: str, event_id: str | None = None) -> None:  # a visitor who reads the answer
+            if event_id is None:
+                answers[question] = call(url, "explain", [None, question, "shapes", ""])
+                return
+            stream = httpx.get(f"{url}/gradio_api/call/explain/{event_id}", timeout=120).text
+            answers[question] = ("complete" if "event: complete" in stream else "other", stream)
+
+        readers = [threading.Thread(target=ask, args=(f"hold {i}",)) for i in range(2)]
+        for reader in readers:
+            reader.start()
+        wait_until(lambda: len(ran) == 2)  # both workers busy; their visitors are listening
+        for i in range(24):  # 24 questions from 24 sessions of this address, whose answers nobody reads
+            assert enqueue(url, index, [None, f"unread {i}", "shapes", ""]).status_code == 200
+        newcomer = {"data": [None, "newcomer", "shapes", ""]}
+        locked = httpx.post(f"{url}/gradio_api/call/explain", json=newcomer, timeout=30)
+        assert locked.status_code == 503 and "your network" in locked.json()["detail"]
+        started = time.monotonic()
+        while (joined := httpx.post(f"{url}/gradio_api/call/explain", json=newcomer, timeout=30)).status_code == 503:
+            assert time.monotonic() - started < 60
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert joined.status_code == 200 and waited < unread + 5, waited  # the unread ones no longer count
+        listener = threading.Thread(target=ask, args=("newcomer", joined.json()["event_id"]))
+        listener.start()
+        time.sleep(unread + 1.5)  # the newcomer waits in the queue, listening: it is not cancelled
+        release("hold 0")
+        release("hold 1")
+        for thread in (*readers, listener):
+            thread.join(120)
+    assert answers["newcomer"][0] == "complete" and "newcomer" in ran
+    assert answers["hold 0"][0] == answers["hold 1"][0] == "complete"  # answered after more than `unread` seconds
+    assert not [q for q in ran if q.startswith("unread")]  # cancelled before a worker took them
+
+
+def test_the_client_address_is_the_connection_unless_a_trusted_proxy_names_it():
+    data = [None, "why?", "shapes", ""]
+    with running_app(EXPLAINER_UNREAD_SECONDS="600") as (url, chat_app):
+        index = fn_index(chat_app, "explain")
+        codes = [enqueue(url, index, data, **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(30)]
+        assert codes == [200] * 24 + [503] * 6  # one client, this connection's address, whatever the header says
+    with running_app(EXPLAINER_UNREAD_SECONDS="600", EXPLAINER_TRUSTED_PROXIES="127.0.0.1") as (url, chat_app):
+        index = fn_index(chat_app, "explain")
+        codes = [enqueue(url, index, data, **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(30)]
+        assert codes == [200] * 30  # behind the named proxy, 30 visitors
+        # The proxy appends the address it saw; what the client wrote before it does not count.
+        same = [enqueue(url, index, data, **{"X-Forwarded-For": f"10.{i}.0.1, 198.51.100.7"}).status_code
+                for i in range(25)]
+        assert same == [200] * 24 + [503]
+
+
+def test_a_quick_question_waits_for_one_slow_answer_not_for_a_visitors_burst(gated):
+    release, ran = gated
+    with running_app(EXPLAINER_QUEUE_PER_SESSION="5", EXPLAINER_UNREAD_SECONDS="600") as (url, chat_app):
+        index = fn_index(chat_app, "explain")
+        for i in range(5):  # one visitor's five slow questions at once
+            assert enqueue(url, index, [None, f"hold slow {i}", "shapes", ""], session="slow").status_code == 200
+        wait_until(lambda: len(ran) == 2)  # two workers: the first two run, three wait
+        assert enqueue(url, index, [None, "hold quick", "shapes", ""], session="quick").status_code == 200
+        wait_until(lambda: len(chat_app.demo._queue) == 4)
+        release("hold slow 0")  # one slow answer ends: the other visitor's question is next, not "slow 2"
+        wait_until(lambda: len(ran) == 3)
+        release("hold quick")
+        release("hold slow 1")
+        wait_until(lambda: len(ran) == 5)
+        for i in range(2, 5):
+            release(f"hold slow {i}")
+        wait_until(lambda: len(ran) == 6)
+    assert ran[:3] == ["hold slow 0", "hold slow 1", "hold quick"]  # (without turns: slow 2 before quick)
+    assert sorted(ran[3:]) == ["hold slow 2", "hold slow 3", "hold slow 4"]  # two workers: these start in any order
+
+
+# ------------------------------------------------------------------------------- MCP size, and the log
+
+
+def test_an_image_over_the_mcp_limit_gets_a_tool_error_and_the_session_goes_on(url):
+    import asyncio
+    import base64
+    import os
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    from app import MCP_REQUEST_LIMIT
+    from explainer.demo import EXAMPLES_DIR
+
+    mib = f"{MCP_REQUEST_LIMIT / 2**20:g} MiB"
+    schema = httpx.get(f"{url}/gradio_api/mcp/schema", timeout=60).json()
+    assert mib in schema[0]["description"]  # the assistant learns the limit from the tool's description
+
+    async def ask() -> tuple:
+        async with streamablehttp_client(f"{url}/gradio_api/mcp/") as (read, write, _close), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            too_big = "data:image/png;base64," + base64.b64encode(os.urandom(3_200_000)).decode()  # 4.3 MB
+            refused = await session.call_tool("explain", {"image": too_big, "question": "why?"})
+            png = (EXAMPLES_DIR / "shapes-star.png").read_bytes()
+            image = "data:image/png;base64," + base64.b64encode(png).decode()
+            answered = await session.call_tool("explain", {"image": image, "question": "why?", "model_name": "shapes"})
+            return refused, answered
+
+    refused, answered = asyncio.run(ask())
+    text = " ".join(getattr(part, "text", "") for part in refused.content)
+    assert refused.isError and mib in text and "smaller image" in text
+    assert not answered.isError and "**star**" in " ".join(getattr(p, "text", "") for p in answered.content)
+
+
+def test_a_refused_file_reference_is_one_line_in_the_log(served, secrets, capfd, caplog):
+    import logging
+
+    url, chat_app = served
+    caplog.set_level(logging.WARNING, logger="gradcam_chat")
+    capfd.readouterr()
+    sent = 0
+    for shape in SHAPES.values():
+        assert refusal_of(call(url, "explain", [shape(secrets["text"]), "why?", "shapes", ""])) == REFUSED
+        sent += 1
+    for shape in ("bare path", "path with meta"):
+        join(url, fn_index(chat_app, "chat_turn"), [{"text": "why?", "files": [SHAPES[shape](secrets["text"])]}, None])
+        join(url, fn_index(chat_app, "upload_model"), [SHAPES[shape](secrets["text"]), None, None])
+        sent += 2
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "InvalidPathError" not in out + err
+    lines = [r.getMessage() for r in caplog.records if "refused a file reference" in r.getMessage()]
+    assert len(lines) == sent and not [line for line in lines if "\n" in line]
