@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import html
 import inspect
 import json
 import logging
@@ -62,6 +63,8 @@ from explainer.deadline import time_budget
 from explainer.dicom import DICOM_NAME, is_dicom
 from explainer.engine import default_method
 from explainer.errors import ExplainerError
+from explainer.images import pixel_budget
+from explainer.messages import quote
 from explainer.models import LoadedModel
 from explainer.render import COLORMAPS
 from explainer.serving import (
@@ -99,6 +102,8 @@ CACHE_AGE = 3600
 CACHE_SWEEP = 600
 #: How much of a user's message is echoed in the chat (the chat reads only the start anyway).
 ECHO_CHARS = 2000
+#: The longest pop-up message: every message quotes visitors' text briefly (messages.quote); this is the last guard.
+POPUP_CHARS = 1200
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
 #: Pictures in answers: at least 320 px wide (a 128-pixel demo image is not a thumbnail), and below their caption
 #: rather than under it.
@@ -198,6 +203,24 @@ def without_options(messages: list[dict]) -> list[dict]:
     return [{k: v for k, v in message.items() if k != "options"} for message in messages]
 
 
+def popup(text: str) -> str:
+    """``text`` as a pop-up shows it: HTML-escaped (Gradio renders a pop-up's text as HTML, so a visitor's
+    ``<img src=...>`` quoted in an error would load), and at most :data:`POPUP_CHARS` characters."""
+    text = str(text)
+    text = text if len(text) <= POPUP_CHARS else text[: POPUP_CHARS - 1] + "…"
+    return html.escape(text, quote=False)
+
+
+def refusal(text: str, title: str = "Error") -> gr.Error:
+    """The error pop-up for ``text`` (see :func:`popup`); raise it from an event."""
+    return gr.Error(popup(text), title=title)
+
+
+def warn(text: str) -> None:
+    """A warning pop-up for ``text`` (see :func:`popup`); the event goes on."""
+    gr.Warning(popup(text))
+
+
 def quiet(error: gr.Error) -> gr.Error:
     """``error`` without Gradio's traceback on the console: a user error is one line at most (a refused file
     reference: explainer/uploads.py), and an unforeseen one is logged in full once, by :func:`event_boundary`."""
@@ -223,14 +246,14 @@ def refuse_quietly(demo: gr.Blocks) -> None:
             raise quiet(err)  # noqa: B904 (the same error, re-raised)
         except InvalidPathError as err:
             log_refusal("not uploaded, refused by Gradio", str(err))
-            raise quiet(gr.Error(REFUSED)) from None
+            raise quiet(refusal(REFUSED)) from None
         except ValidationError as err:
             files = [problem for problem in err.errors() if "gradio.FileData" in str(problem.get("msg"))]
             if files:
                 log_refusal("no Gradio file marker", files[0].get("input"))
-                raise quiet(gr.Error(REFUSED)) from None
+                raise quiet(refusal(REFUSED)) from None
             logger.warning("refused a malformed payload: %s", repr(err.errors()[:1])[:120])
-            raise quiet(gr.Error(MALFORMED)) from None
+            raise quiet(refusal(MALFORMED)) from None
 
     demo.preprocess_data = preprocess_data
 
@@ -241,9 +264,9 @@ def event_boundary(fn: Callable) -> Callable:
 
     def translate(err: Exception) -> gr.Error:
         if isinstance(err, ExplainerError):
-            return quiet(gr.Error(str(err)))
+            return quiet(refusal(str(err)))
         logger.error("event %s failed", fn.__name__, exc_info=err)
-        return quiet(gr.Error(FAILED))
+        return quiet(refusal(FAILED))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -395,10 +418,18 @@ class ChatApp:
         messages = without_options(visit.messages) + reply_messages(reply)
         visit.messages, visit.folded = fold(messages, self.limits.shown_messages, visit.folded)
 
-    def budget(self, request: gr.Request | None) -> contextlib.AbstractContextManager:
-        """This turn's time budget; the work also stops early when the visitor's connection is gone."""
+    @contextlib.contextmanager
+    def budget(self, request: gr.Request | None) -> Iterator[None]:
+        """This turn's budgets: its time (the work also stops early when the visitor's connection is gone), and the
+        pixels its images may decode."""
         session = getattr(request, "session_hash", None)
-        return time_budget(self.limits.turn_seconds, (lambda: self.gone(session)) if session else None)
+        with time_budget(self.limits.turn_seconds, (lambda: self.gone(session)) if session else None), self.pixels():
+            yield
+
+    def pixels(self, total: int | None = None) -> contextlib.AbstractContextManager:
+        """One request's pixel budget: ``total`` pixels in all (default: the per-request limit), each image at most
+        the per-image limit; every image file is counted from its header before it is decoded."""
+        return pixel_budget(total or self.limits.request_pixels, self.limits.image_pixels)
 
     def gone(self, session: str) -> bool:
         """Whether the visitor of ``session`` has disconnected (Gradio drops its message stream then)."""
@@ -452,16 +483,21 @@ class ChatApp:
         """The editor's canvas: the conversation's current image, to paint the expected region on."""
         current = visit.chat.current if isinstance(visit, Visit) else None
         if current is None:
-            raise gr.Error(render("region_no_image"))
+            raise refusal(render("region_no_image"))
         return {"background": current.image, "layers": [], "composite": None}
 
     @event_boundary
     def check_region(self, editor: Any, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
-        """The visitor painted where the evidence should be: compare the model's map with it."""
+        """The visitor painted where the evidence should be: compare the model's map with it.
+
+        The editor's value arrives raw (``preprocess=False``): its layers are PNG uploads, each counted against the
+        pixel budget from its header and reduced to its alpha channel, never decoded whole by Gradio first.
+        """
         visit = visit or self.new_visit()
-        mask = painted_mask(editor)
+        with self.pixels():
+            mask = painted_mask(editor, upload_folder(), self.limits.painted_layers)
         if mask is None:
-            raise gr.Error(render("region_nothing_painted"))
+            raise refusal(render("region_nothing_painted"))
         yield from self.answer(visit, render("region_question"), [], request, region=mask)
 
     @event_boundary
@@ -470,29 +506,34 @@ class ChatApp:
         yield from self.answer(visit or self.new_visit(), str(selected.value), [], request)
 
     @event_boundary
-    def run_example(self, index: int | None, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
+    def run_example(self, index: Any, visit: Visit | None, request: gr.Request = None) -> Iterator[tuple]:
         """An example was clicked: switch to its model if needed, then upload its image with its question."""
         visit = visit or self.new_visit()
-        if index is None or not 0 <= index < len(self.examples):
+        if index is None:
             yield self.outputs(visit)
             return
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.examples):
+            raise refusal(f"There is no example {quote(index)}: click one of the {len(self.examples)} examples "
+                          "below the chat.")
         example = self.examples[index]
         if example.model and visit.menu.key_of(visit.chat.model) != example.model:
             try:
                 visit.chat.set_model(visit.menu.get(example.model))
             except ExplainerError as err:  # the example is still worth asking of the current model
-                gr.Warning(str(err))
+                warn(str(err))
         yield from self.answer(visit, example.question, [example.image], request)  # our own file: not an upload
 
     @event_boundary
     def pick_model(self, key: str, visit: Visit | None) -> tuple:
         """The model picker changed: answer with that model from now on, and say so in the chat."""
         visit = visit or self.new_visit()
+        if not isinstance(key, str):
+            raise refusal(f"There is no model {quote(key)} in the menu; pick one of its entries.")
         if key != visit.menu.key_of(visit.chat.model):
             try:
                 model = visit.menu.get(key)
             except ExplainerError as err:
-                gr.Warning(str(err))
+                warn(str(err))
                 return self.outputs(visit)
             # The picker is the user's move: shown as their message, so the answers it brings are a turn apart.
             visit.messages = without_options(visit.messages) + user_messages(f"Use the {key} model", [])
@@ -508,7 +549,7 @@ class ChatApp:
             key, model = visit.menu.add_upload(upload_path(model_file), upload_path(labels_file),
                                                checker=lambda path: check_model_file(path, self.model_limits))
         except ExplainerError as err:
-            raise gr.Error(str(err), title="The model was not loaded") from None
+            raise refusal(str(err), title="The model was not loaded") from None
         return self._switch_to_own(visit, key, model)
 
     @event_boundary
@@ -521,7 +562,7 @@ class ChatApp:
                                                                                       self.model_limits),
                                             max_bytes=self.limits.download_mb * 2**20)
         except ExplainerError as err:
-            raise gr.Error(str(err), title="The model was not loaded") from None
+            raise refusal(str(err), title="The model was not loaded") from None
         return self._switch_to_own(visit, key, model)
 
     def _switch_to_own(self, visit: Visit, key: str, model: LoadedModel) -> tuple:
@@ -537,7 +578,7 @@ class ChatApp:
         try:
             visit.chat.update_settings(**dict(zip(SETTING_NAMES, values, strict=True)))
         except (SettingError, TypeError, ValueError) as err:
-            gr.Warning(str(err))
+            warn(str(err))
         return visit
 
     @event_boundary
@@ -572,7 +613,7 @@ class ChatApp:
         name = model_name if isinstance(model_name, str) and model_name else self.default_name
         builtin = {n for _label, n in self.builtins}
         if name not in builtin:
-            raise gr.Error(f"Unknown model {name[:80]!r}; choose one of {', '.join(sorted(builtin))}.")
+            raise refusal(f"Unknown model {quote(name)}; choose one of {', '.join(sorted(builtin))}.")
         path = upload_path(image)  # before the model: a refused reference costs nothing
         model = self.shelf.get(name)
         with self.budget(request):
@@ -584,29 +625,36 @@ class ChatApp:
     def audit(self, archive: Any, model_name: Any, method: Any, visit: Visit | None, request: gr.Request = None,
               progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:  # noqa: B008 (Gradio reads it)
         """The Audit tab: a zip of class folders (and optional boxes.csv / masks/) in, report.html and results.jsonl
-        out, with a progress bar. Bounded by the zip's size and image count; stops when the visitor leaves."""
+        out, with a progress bar. Bounded by the zip's size, its image count and the pixels its images declare
+        (all checked before a pixel is decoded), and by a time limit (the report then covers the images explained
+        so far); stops when the visitor leaves."""
         path = upload_path(archive)
         if path is None:
-            raise gr.Error(render("audit_no_zip"))
-        if method != AUTO and method not in METHODS:
-            raise gr.Error(f"Unknown method {str(method)[:40]!r}.")
+            raise refusal(render("audit_no_zip"))
+        if not isinstance(method, str) or (method != AUTO and method not in METHODS):
+            raise refusal(f"Unknown method {quote(method)}; choose one of {', '.join(METHODS)}.")
         model = self._audit_model(model_name, visit)
         method = default_method(model) if method == AUTO else method
+        limits = self.limits
         work = Path(tempfile.mkdtemp(prefix="audit-", dir=upload_folder()))
         try:
-            folder = extract_audit_folder(path, work / "in", max_images=self.limits.audit_images)
-            progress((0, folder.count), desc="Explaining", unit="images")
+            folder = extract_audit_folder(path, work / "in", max_images=limits.audit_images,
+                                          max_pixels=limits.audit_pixels)
+            desc = f"Explaining (an audit here stops after {limits.audit_seconds:g} s)"
+            progress((0, folder.count), desc=desc, unit="images")
 
             def step(done: int, total: int) -> None:
                 check_deadline()  # the visitor left: stop here
-                progress((done, total), desc="Explaining", unit="images")
+                progress((done, total), desc=desc, unit="images")
 
             session = getattr(request, "session_hash", None)
-            with time_budget(None, (lambda: self.gone(session)) if session else None):
+            with time_budget(None, (lambda: self.gone(session)) if session else None), \
+                    self.pixels(limits.audit_pixels):
                 # Masks are the finer region: with both, the boxes are not used (as the CLI takes one or the other).
                 boxes = None if folder.masks else folder.boxes
                 run = audit_folder(model, folder.images, work / "out", AuditOptions(method=method), boxes,
-                                   folder.masks, name="the uploaded set", on_record=step)
+                                   folder.masks, name="the uploaded set", on_record=step,
+                                   seconds=limits.audit_seconds)
         finally:
             remove(work / "in")
         text = render("audit_summary", run=run, model=model.name, method=METHODS[method].display_name,
@@ -616,8 +664,8 @@ class ChatApp:
     def _audit_model(self, key: Any, visit: Visit | None) -> LoadedModel:
         if key == CURRENT_MODEL:
             return (visit or self.new_visit()).chat.model
-        if key not in {name for _label, name in self.builtins}:
-            raise gr.Error(f"Unknown model {str(key)[:80]!r}.")
+        if not isinstance(key, str) or key not in {name for _label, name in self.builtins}:
+            raise refusal(f"Unknown model {quote(key)}.")
         return self.shelf.get(key)
 
     # ---------------------------------------------------------------------------------------------- layout
@@ -690,16 +738,18 @@ class ChatApp:
         chatbot.clear(self.clear, [visit], outputs, api_visibility="private")
         if examples is not None:
             examples.click(self.run_example, [examples, visit], api_visibility="private", **turn)
-        picker.input(self.pick_model, [picker, visit], api_visibility="private", **turn)
+        # preprocess=False here and on the settings: Gradio's own check of a dropdown or slider value answers a
+        # hostile one by quoting it whole, as HTML; the handlers check values themselves and quote them briefly.
+        picker.input(self.pick_model, [picker, visit], api_visibility="private", preprocess=False, **turn)
         load.click(self.upload_model, [model_file, labels_file, visit], api_visibility="private", preprocess=False,
                    **turn)
         hub_load.click(self.load_hub, [hub_id, visit], api_visibility="private", **turn)
         hub_id.submit(self.load_hub, [hub_id, visit], api_visibility="private", **turn)
         fetch.click(self.region_canvas, [visit], [editor], api_visibility="private", queue=False)
-        check.click(self.check_region, [editor, visit], api_visibility="private", **turn)
+        check.click(self.check_region, [editor, visit], api_visibility="private", preprocess=False, **turn)
         for control in settings:
             control.input(self.change_setting, [visit, *settings], [visit], api_visibility="private",
-                          queue=False, show_progress="hidden", trigger_mode="always_last")
+                          queue=False, show_progress="hidden", trigger_mode="always_last", preprocess=False)
 
     def _settings(self) -> list[gr.components.Component]:
         start = Settings()

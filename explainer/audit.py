@@ -419,10 +419,10 @@ def picture(result, expected: np.ndarray | None) -> str:
 
 def run_local(model: LoadedModel, items: list[AuditItem], options: AuditOptions,
               stop: Callable[[], bool] | None = None) -> Iterable[dict]:
-    """Records of every item, in order, batch after batch on this machine; before each batch, ``stop()`` may end
-    the run there (a time limit): every record of a batch begun is delivered."""
+    """Records of every item, in order, batch after batch on this machine; before each batch after the first,
+    ``stop()`` may end the run there (a time limit): every record of a batch begun is delivered."""
     for start in range(0, len(items), options.batch_size):
-        if stop is not None and stop():
+        if stop is not None and start > 0 and stop():
             return
         yield from process_batch(model, items[start : start + options.batch_size], options)
 
@@ -693,8 +693,8 @@ def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOpti
     """Audit ``folder`` with ``model`` on this machine (the local engine): results.jsonl and report.html in ``out``.
 
     ``on_record(done, total)`` is called after each image (a progress bar; raising in it stops the audit).
-    ``seconds`` bounds the run: no batch starts after it, and the report covers the images explained by then,
-    saying so. Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
+    ``seconds`` bounds the run: no batch but the first starts after it, and the report covers the images explained
+    by then, saying so. Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
     """
     plan = plan_audit(folder, model.labels, boxes, masks, name=name)
     out.mkdir(parents=True, exist_ok=True)

@@ -129,12 +129,16 @@ def open_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
         raise ImageError(f"No image file at {name}.")
     if path.stat().st_size == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
+    limit = (_budget.get() or PixelBudget()).per_image
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own warning is not needed: the budget below states the size and the limit. Its error, for
+            # images over twice its limit, comes before the size can be read.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{name} is too large to open safely.") from err
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{name} declares over {_megapixels(2 * (Image.MAX_IMAGE_PIXELS or 0))}; the limit is "
+                         f"{_megapixels(limit)} per image. Please send a smaller image.") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{name} is not an image format I can read.") from err
     except (OSError, SyntaxError, ValueError) as err:

@@ -24,6 +24,12 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from .chat import render
+from .errors import ImageError
+from .images import charge, open_image
+from .uploads import UploadRefused, uploaded_file
+
+#: How messages call a layer of the "Where should it look?" painting.
+PAINTED_LAYER = "The painted layer"
 
 logger = logging.getLogger("gradcam_chat")
 
@@ -61,6 +67,18 @@ class ServerLimits:
     download_mb : int
         Most megabytes a Hugging Face model a visitor names may download (``EXPLAINER_MAX_DOWNLOAD_MB``), asked of
         the Hub before downloading.
+    image_pixels, request_pixels : int
+        The pixel budget, counted from each image file's header before it is decoded: most pixels of one image, DICOM
+        frame or painted layer (``EXPLAINER_MAX_IMAGE_PIXELS``), and most pixels one request decodes in all, its
+        uploads or its painted layers together (``EXPLAINER_MAX_REQUEST_PIXELS``).
+    painted_layers : int
+        Most layers of a "Where should it look?" painting (``EXPLAINER_MAX_PAINTED_LAYERS``).
+    audit_pixels : int
+        Most pixels the images and masks of one audit zip may hold in all (``EXPLAINER_AUDIT_MAX_PIXELS``), read
+        from their headers before anything is decoded.
+    audit_seconds : float
+        Time limit of one audit (``EXPLAINER_AUDIT_SECONDS``): no batch of images starts after it, and the report
+        covers the images explained by then, saying so.
     """
 
     uploaded_models: int = 4
@@ -73,6 +91,11 @@ class ServerLimits:
     shown_messages: int = 36
     audit_images: int = 500
     download_mb: int = 2048
+    image_pixels: int = 40_000_000
+    request_pixels: int = 100_000_000
+    painted_layers: int = 4
+    audit_pixels: int = 250_000_000
+    audit_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
@@ -81,7 +104,10 @@ class ServerLimits:
                  "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
                  "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "unread_seconds": "EXPLAINER_UNREAD_SECONDS",
                  "trusted_proxies": "EXPLAINER_TRUSTED_PROXIES", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
-                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES", "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB"}
+                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES", "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB",
+                 "image_pixels": "EXPLAINER_MAX_IMAGE_PIXELS", "request_pixels": "EXPLAINER_MAX_REQUEST_PIXELS",
+                 "painted_layers": "EXPLAINER_MAX_PAINTED_LAYERS", "audit_pixels": "EXPLAINER_AUDIT_MAX_PIXELS",
+                 "audit_seconds": "EXPLAINER_AUDIT_SECONDS"}
         values: dict[str, Any] = {}
         for field_name, variable in names.items():
             raw = environ.get(variable, "").strip()
@@ -469,12 +495,58 @@ def fold(messages: list[dict], limit: int, folded: int = 0) -> tuple[list[dict],
     return [{"role": "assistant", "content": render("folded", hidden=folded)}, *messages], folded
 
 
-def painted_mask(editor: Any) -> np.ndarray | None:
-    """What the visitor painted on the ImageEditor (its layers' opaque pixels), or None when nothing was painted."""
-    if not isinstance(editor, dict):
+def painted_mask(editor: Any, folder: str | os.PathLike | None = None, max_layers: int = 4) -> np.ndarray | None:
+    """What the visitor painted on the ImageEditor (its layers' opaque pixels), or None when nothing was painted.
+
+    Parameters
+    ----------
+    editor : dict
+        The editor's raw value: ``layers`` is a list of RGBA arrays, or of file payloads (the page uploads each
+        layer as a PNG) that must lie in ``folder``. Each layer file is counted against the pixel budget
+        (:func:`explainer.images.pixel_budget`) from its header, before it is decoded, and only its alpha channel
+        is kept: a 150 KB PNG declaring 12000×12000 pixels is refused in milliseconds.
+    folder : path, optional
+        The server's upload folder (required for file payloads).
+    max_layers : int
+        The most layers taken (``EXPLAINER_MAX_PAINTED_LAYERS``); more are refused before any is opened.
+
+    Raises
+    ------
+    ImageError
+        Too many layers, a layer over the pixel budget or unreadable, or a file reference outside ``folder``.
+    """
+    layers = editor.get("layers") if isinstance(editor, dict) else None
+    if not isinstance(layers, list) or not layers:
         return None
-    layers = [layer for layer in editor.get("layers") or [] if isinstance(layer, np.ndarray) and layer.ndim == 3]
-    if not layers or layers[0].shape[-1] != 4:
+    if len(layers) > max_layers:
+        raise ImageError(f"The painting has {len(layers)} layers; this server takes at most {max_layers}. Paint the "
+                         "region on one layer.")
+    painted: np.ndarray | None = None
+    for layer in layers:
+        alpha = _layer_alpha(layer, folder)
+        if alpha is not None and (painted is None or alpha.shape == painted.shape):
+            painted = alpha if painted is None else painted | alpha
+    return painted if painted is not None and painted.any() else None
+
+
+def _layer_alpha(layer: Any, folder: str | os.PathLike | None) -> np.ndarray | None:
+    """Where one layer is opaque (bool H×W), or None for a layer without transparency (not a brush layer)."""
+    if isinstance(layer, np.ndarray):
+        if layer.ndim != 3 or layer.shape[-1] != 4:
+            return None
+        charge((layer.shape[1], layer.shape[0]), PAINTED_LAYER)
+        return layer[..., 3] > 0
+    if folder is None:
+        raise UploadRefused()
+    path = uploaded_file(layer, folder)
+    if path is None:
         return None
-    painted = np.any(np.stack([layer[..., 3] > 0 for layer in layers if layer.shape == layers[0].shape]), axis=0)
-    return painted if painted.any() else None
+    with open_image(path, PAINTED_LAYER) as img:
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("PA")  # a palette with a transparent entry: one byte of alpha per pixel
+        if "A" not in img.getbands():
+            return None
+        try:
+            return np.asarray(img.getchannel("A")) > 0
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"{PAINTED_LAYER} looks damaged or truncated and cannot be decoded.") from err

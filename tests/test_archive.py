@@ -102,3 +102,56 @@ def test_not_a_zip(tmp_path, content):
 def test_a_zip_without_images(tmp_path):
     with pytest.raises(ArchiveError, match="no images"):
         extract_audit_folder(make_zip(tmp_path / "t.zip", {"a.txt": b"x", "b/c.csv": b"y"}), tmp_path / "out")
+
+
+def patched(path: Path, local: int, central: int, value: int) -> Path:
+    """``path`` with a 2-byte field of every member's local header (at ``local``) and central record (``central``)
+    set to ``value``: how a zip tool marks encryption or another compression method."""
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        at = data.find(signature)
+        while at >= 0:
+            data[at + offset: at + offset + 2] = value.to_bytes(2, "little")
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_encrypted_zip_is_named_as_such(tmp_path):
+    archive = patched(make_zip(tmp_path / "secret.zip", {"c/1.png": png()}), 6, 8, 0x1)  # flag bit 0: encrypted
+    with zipfile.ZipFile(archive) as zipped, pytest.raises(RuntimeError, match="password"):
+        zipped.read("c/1.png")  # what the zip module itself would do
+    with pytest.raises(ArchiveError, match=r"encrypted \(protected by a password\)") as caught:
+        extract_audit_folder(archive, tmp_path / "out")
+    assert "damaged" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unsupported_compression_method_is_named_as_such(tmp_path):
+    archive = patched(make_zip(tmp_path / "d64.zip", {"c/1.png": png()}, zipfile.ZIP_STORED), 8, 10, 9)  # Deflate64
+    with pytest.raises(ArchiveError, match="compression method this server cannot unpack"):
+        extract_audit_folder(archive, tmp_path / "out")
+
+
+def test_names_too_long_or_too_deep_are_left_out_and_said_so(tmp_path):
+    long_name = "a" * 300 + ".png"  # over the 255 bytes a file name may have
+    deep = "/".join(["d"] * 3000) + "/x.png"
+    archive = make_zip(tmp_path / "names.zip", {f"c/{long_name}": png(), deep: png(), "c/ok.png": png()})
+    folder = extract_audit_folder(archive, tmp_path / "out")
+    assert files(folder.images) == {"c/ok.png"}
+    assert any("2 files whose names are too long" in note and "nested too deep" in note for note in folder.notes)
+    only = make_zip(tmp_path / "only.zip", {f"c/{long_name}": png(), deep: png()})
+    with pytest.raises(ArchiveError, match="no images") as caught:
+        extract_audit_folder(only, tmp_path / "out2")
+    assert "too long" in str(caught.value) and "damaged" not in str(caught.value)
+
+
+def test_the_pixels_of_all_images_are_summed_from_their_headers(tmp_path):
+    big = io.BytesIO()
+    Image.new("L", (1000, 1000)).save(big, format="png")
+    archive = make_zip(tmp_path / "heavy.zip", {f"c/{i}.png": big.getvalue() for i in range(3)} | {"masks/c/0.png":
+                                                                                                      big.getvalue()})
+    with pytest.raises(ArchiveError, match=r"hold 4 megapixels in all \(the largest is 1000×1000\); an audit here "
+                                           r"decodes at most 3 megapixels"):
+        extract_audit_folder(archive, tmp_path / "out", max_pixels=3_000_000)
+    assert extract_audit_folder(archive, tmp_path / "out2", max_pixels=4_000_000).count == 3

@@ -79,3 +79,18 @@ def test_not_a_zip_and_too_many_images(served, tmp_path):
         archive = shutil.make_archive(str(folder / "many"), "zip", many)  # the class folders alone
         with pytest.raises(Exception, match="at most 5"):
             audit(small_url, archive, "shapes")
+
+
+def test_an_audit_stops_at_its_time_limit_and_reports_what_it_explained():
+    # With a limit shorter than any batch, the first batch (16 images) runs and no other starts.
+    with upload_dir() as folder, running_app(EXPLAINER_AUDIT_SECONDS="0.001") as (url, _app):
+        images = write_audit_folder(folder / "long", n=40)
+        archive = shutil.make_archive(str(folder / "long"), "zip", images.parent, images.name)
+        summary, files = audit(url, archive, "shapes")
+        text = plain(summary)
+        assert "Audit of 16 of 40 images" in text
+        assert "stopped at this server's time limit for one audit (0.001 seconds): 16 of 40 images" in text
+        results = next(f for f in files if f["path"].endswith(".jsonl"))
+        assert len(fetch_text(url, results).splitlines()) == 16
+        report = fetch_text(url, next(f for f in files if f["path"].endswith(".html")))
+        assert "16 of 40 images were explained" in report

@@ -292,3 +292,34 @@ def test_unknown_preprocessing_is_refused(fake_hub):
     task.save_to_preset(str(fake_hub.repo("someone/odd-vit")))
     with pytest.raises(ModelError, match="scales its images in a way"):
         load_model("hf://someone/odd-vit")
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    ("hf://a/b//abs/path.keras", "two slashes in a row"),
+    ("hf://a..b/c..d", "cannot hold '..' or '--'"),
+    ("hf://owner--x/repo", "cannot hold '..' or '--'"),
+    ("hf://owner/repo\n/x.keras", "a line break"),  # a pattern ending in $ would accept "repo\n"
+    ("hf://owner/repo\n", None),  # a trailing line break is stripped like any surrounding space: a valid id
+    ("hf://-owner/repo.", "starting and ending with a letter or a digit"),
+    ("hf://owner/repo<b>BOLD</b>", "at most 96 letters, digits"),
+    ("hf://owner/repo/./model.keras", "cannot step out of it"),
+    ("hf://" + "x" * 100_005, "it is 100,005 characters long"),
+])
+def test_each_malformed_id_gets_its_own_sentence(spec, reason):
+    if reason is None:
+        assert hub.parse(spec) == ("owner/repo", None)
+        return
+    with pytest.raises(ModelError, match="not a Hugging Face model id") as caught:
+        hub.parse(spec)
+    message = str(caught.value)
+    assert reason in message and "\n" not in message
+    assert len(message) < 400  # the id is quoted by its first 80 characters at most
+
+
+def test_the_hub_clients_own_id_check_is_a_plain_sentence(fake_hub, monkeypatch):
+    def refuse(**_kwargs):
+        raise hub_errors.HFValidationError("Repo id must use alphanumeric chars")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    with pytest.raises(ModelError, match="'someone/x' is not a repository id the Hugging Face Hub accepts"):
+        load_model("hf://someone/x/model.keras")

@@ -145,3 +145,75 @@ def test_notes_and_names(tmp_path, picture):
     assert loaded.notes == [] and loaded.name == "photo.png" and not loaded.dicom
     assert display_name(path) == "photo.png" and display_name(tmp_path / "Doe_Jane.dcm") == "the DICOM file"
     assert load_image_with_notes(picture).name == ""
+
+
+# --- the pixel budget: counted from headers, before decoding ------------------------------------------------------
+
+
+def test_a_huge_palette_png_is_refused_from_its_header_in_milliseconds(tmp_path):
+    from test_budget import peak_rss_growth
+
+    from explainer.images import pixel_budget
+
+    path = tmp_path / "layer.png"
+    painted = Image.new("P", (12000, 12000), 0)
+    painted.putpalette([0, 0, 0, 255, 0, 255] + [0] * 762)
+    painted.paste(1, (4000, 4000, 6000, 6000))
+    painted.save(path, transparency=0, optimize=True)
+    assert path.stat().st_size < 400_000  # decoded as RGBA it would take 576 MB
+    with pixel_budget(100_000_000):
+        def read():
+            with pytest.raises(ImageError, match=r"12000×12000 pixels; the limit is 40 megapixels per image"):
+                load_image(path)
+        _none, growth = peak_rss_growth(read)
+    assert growth < 100 * 2**20, f"grew by {growth / 2**20:.0f} MB"
+
+
+def test_one_request_decodes_at_most_its_budget_in_all(tmp_path):
+    from explainer.images import pixel_budget
+
+    paths = [save(Image.new("RGB", (1000, 1000)), tmp_path / f"{i}.png") for i in range(3)]
+    with pixel_budget(2_500_000) as budget:
+        load_image(paths[0])
+        load_image(paths[1])
+        assert budget.spent == 2_000_000
+        with pytest.raises(ImageError, match=r"would decode 3\.0 megapixels; this server decodes at most 2\.5"):
+            load_image(paths[2])
+        assert budget.spent == 2_000_000  # a refused image costs nothing
+    load_image(paths[2])  # outside a request's budget only the per-image limit applies
+    with pixel_budget(None, per_image=500_000), pytest.raises(ImageError, match=r"limit is 0\.5 megapixels"):
+        load_image(paths[0])
+
+
+def test_in_memory_images_keep_the_per_image_limit():
+    from explainer.images import pixel_budget
+
+    with pixel_budget(None, per_image=100), pytest.raises(ImageError, match="limit is"):
+        load_image(np.zeros((20, 20, 3), np.uint8))
+    assert load_image(np.zeros((20, 20, 3), np.uint8)).shape == (20, 20, 3)
+
+
+def test_a_dicom_frame_is_counted_from_its_header(tmp_path):
+    from test_dicom import write_dicom
+
+    from explainer.images import image_size, pixel_budget
+
+    path = write_dicom(tmp_path / "scan.dcm", np.zeros((2, 2), np.uint16), Rows=12000, Columns=9000)
+    assert image_size(path) == (9000, 12000)
+    with pytest.raises(ImageError, match=r"The DICOM file's image is 9000×12000 pixels; the limit is 40") as caught:
+        load_image(path)
+    assert "scan" not in str(caught.value)  # DICOM files are never named
+    small = write_dicom(tmp_path / "small.dcm", np.zeros((100, 100), np.uint16))
+    with pixel_budget(15_000) as budget:
+        load_image(small)
+        assert budget.spent == 10_000
+        with pytest.raises(ImageError, match="would decode"):
+            load_image(small)
+
+
+def test_image_size_reads_headers_only(tmp_path):
+    from explainer.images import image_size
+
+    assert image_size(save(Image.new("RGB", (30, 20)), tmp_path / "a.png")) == (30, 20)
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    assert image_size(tmp_path / "b.png") is None

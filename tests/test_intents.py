@@ -359,3 +359,49 @@ def test_hostile_text_parses_without_error(text):
 def test_without_vocabulary_nothing_breaks():
     assert parse("why not a square?").name == I.CLASS
     assert parse("explain square").name == I.WHY  # no labels known: a weak class form is just "explain"
+
+
+@pytest.mark.parametrize(("text", "setting", "value", "typed"), [
+    ("opacity 9e99", "opacity", None, "9e99"),  # not 9 %: an exponent is not a plain number
+    ("threshold -5 %", "threshold", -0.05, "-5 %"),  # not 5 %: the sign is kept
+    ("threshold −5 %", "threshold", -0.05, "−5 %"),  # the typographic minus too
+    ("threshold 1e-3", "threshold", None, "1e-3"),
+    ("top-k 9e99", "top_k", None, "9e99"),
+    ("top k 2.5", "top_k", 2.5, "2.5"),
+    ("opacity 150 %", "opacity", 1.5, "150 %"),
+    ("set the opacity to 30 percent", "opacity", 0.3, "30 percent"),
+    ("opacty 40", "opacity", 0.4, "40"),  # a misspelt setting still reads its number from the original text
+])
+def test_setting_numbers_keep_their_sign_and_exponent(text, setting, value, typed):
+    intent = parse(text, VOCAB)
+    assert (intent.name, intent.setting, intent.typed) == (I.SETTING, setting, typed)
+    assert intent.value == (pytest.approx(value) if value is not None else None)
+
+
+@pytest.mark.parametrize(("setting", "value", "typed", "message"), [
+    ("opacity", None, "9e99", "Opacity must be between 0 and 1 (or 0–100 %), written as a plain number"),
+    ("threshold", -0.05, "-5 %", "The threshold must be above 0 and at most 1 (or 100 %)"),
+    ("threshold", 0.0, "0", "The threshold must be above 0"),
+    ("opacity", 1.5, "150 %", "Opacity must be between 0 and 1"),
+    ("top_k", 2.5, "2.5", "Top-k must be a whole number from 1 to 20"),
+    ("top_k", 21, "21", "Top-k must be a whole number from 1 to 20"),
+])
+def test_numbers_out_of_range_are_refused_with_the_range_and_what_was_typed(setting, value, typed, message):
+    from explainer.chat.session import SettingError, setting_number
+
+    with pytest.raises(SettingError) as caught:
+        setting_number(setting, value, typed)
+    assert message in str(caught.value) and f"'{typed}' is not one" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["show the settings", "settings", "what are the settings?"])
+def test_asking_for_the_settings_shows_them(text):
+    intent = parse(text, VOCAB)
+    assert (intent.name, intent.setting, intent.value) == (I.SETTING, None, None)
+
+
+def test_numbers_in_range_are_taken():
+    from explainer.chat.session import setting_number
+
+    assert setting_number("opacity", 0.0, "0") == 0.0 and setting_number("threshold", 1.0, "100 %") == 1.0
+    assert setting_number("top_k", 20.0, "20") == 20 and isinstance(setting_number("top_k", 3, "3"), int)

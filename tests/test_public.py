@@ -7,6 +7,8 @@ themselves (``/gradio_api/call/<api>`` and ``/gradio_api/queue/join`` + ``/queue
 from __future__ import annotations
 
 import json
+import os
+import re
 import uuid
 
 import httpx
@@ -664,3 +666,235 @@ def test_a_refused_file_reference_is_one_line_in_the_log(served, secrets, capfd,
     assert "Traceback" not in out + err and "InvalidPathError" not in out + err
     lines = [r.getMessage() for r in caplog.records if "refused a file reference" in r.getMessage()]
     assert len(lines) == sent and not [line for line in lines if "\n" in line]
+
+
+# ------------------------------------------------------ round two: pixels, visitor text, plain sentences, numbers
+
+
+TAG = re.compile(r"<\s*/?\s*(?:img|b)\b", re.IGNORECASE)  # the tags of the payloads below, in any rendered text
+HTML_PAYLOAD = "<img src=x onerror=alert(1)><b>BOLD</b>"
+
+
+def file_data(path) -> dict:
+    """A file payload as the page sends it for a file already uploaded to this server."""
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}, "orig_name": os.path.basename(str(path))}
+
+
+def completed(messages: list[dict]) -> dict:
+    return next(m for m in messages if m.get("msg") == "process_completed")
+
+
+def strings(value) -> list[str]:
+    """Every string inside a decoded JSON value (what a page may render)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in strings(item)]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value for s in strings(item)]
+    return []
+
+
+def shown_to_visitor(messages: list[dict]) -> list[str]:
+    """The texts a stream delivers: pop-ups ("log" messages: warnings), the error, the outputs."""
+    return strings([m for m in messages if m.get("msg") in ("log", "process_completed", "process_generating")])
+
+
+def palette_layer(path, width: int, height: int | None = None):
+    """A painted layer as a palette PNG: transparent but for a magenta patch in the middle; tiny on disk."""
+    from PIL import Image
+
+    height = height or width
+    layer = Image.new("P", (width, height), 0)
+    layer.putpalette([0, 0, 0, 255, 0, 255] + [0] * 762)
+    layer.paste(1, (width // 3, height // 3, width // 2, height // 2))
+    layer.save(path, transparency=0, optimize=True)
+    return path
+
+
+def region_event(url: str, chat_app, uploads, layers: list) -> tuple[list[dict], float, int]:
+    """A visitor with an image in the chat sends ``layers`` to "Is it looking here?": (stream, seconds, growth)."""
+    import time
+
+    from test_budget import peak_rss_growth
+
+    image = shape_png(uploads, "circle", name=f"region-{uuid.uuid4().hex[:6]}.png")
+    session, _messages = join(url, fn_index(chat_app, "chat_turn"), [{"text": "why?", "files": [file_data(image)]},
+                                                                      None])
+    editor = {"background": file_data(image), "layers": [file_data(layer) for layer in layers], "composite": None,
+              "id": None}
+    started = time.perf_counter()
+    (_session, messages), growth = peak_rss_growth(
+        lambda: join(url, fn_index(chat_app, "check_region"), [editor, None], session))
+    return messages, time.perf_counter() - started, growth
+
+
+def test_a_huge_painted_layer_is_refused_from_its_header(served, uploads):
+    url, chat_app = served
+    layer = palette_layer(uploads / "painted.png", 12000)
+    assert layer.stat().st_size < 400_000  # about 150 KB that Gradio would have decoded to 576 MB of RGBA
+    messages, seconds, growth = region_event(url, chat_app, uploads, [layer])
+    done = completed(messages)
+    assert done["success"] is False
+    assert "12000×12000 pixels; the limit is 40 megapixels per image" in done["output"]["error"]
+    assert seconds < 2, f"refused after {seconds:.1f} s"
+    assert growth < 600 * 2**20, f"the server grew by {growth / 2**20:.0f} MB"
+
+
+def test_painted_layers_are_bounded_in_number_and_in_pixels_together(served, uploads):
+    url, chat_app = served
+    small = palette_layer(uploads / "small.png", 160)
+    messages, _seconds, _growth = region_event(url, chat_app, uploads, [small] * 5)
+    assert "at most 4" in completed(messages)["output"]["error"]
+    big = palette_layer(uploads / "big.png", 6000)  # 36 megapixels: under the per-image limit, three over the total
+    messages, seconds, growth = region_event(url, chat_app, uploads, [big] * 3)
+    assert "this server decodes at most 100 megapixels per request" in completed(messages)["output"]["error"]
+    assert seconds < 10 and growth < 600 * 2**20, f"{seconds:.1f} s, {growth / 2**20:.0f} MB"
+
+
+def test_a_painted_layer_of_the_image_is_still_answered(served, uploads):
+    from app_server import last_turn, texts
+
+    url, chat_app = served
+    layer = palette_layer(uploads / "fits.png", 200, 160)  # the size of the image painted on
+    messages, _seconds, _growth = region_event(url, chat_app, uploads, [layer])
+    done = completed(messages)
+    assert done["success"], done
+    assert "inside" in texts(last_turn(done["output"]["data"][0]))
+
+
+def test_a_zip_of_heavy_images_is_refused_from_their_headers(url, uploads):
+    import io
+    import time
+    import zipfile
+
+    from PIL import Image
+    from test_budget import peak_rss_growth
+
+    tile = io.BytesIO()
+    Image.new("L", (6300, 6300), 128).save(tile, format="png", optimize=True)
+    archive = uploads / "heavy.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for i in range(16):  # each under the per-image limit; 635 megapixels, 2 GB of RGB, together
+            zipped.writestr(f"circle/{i}.png", tile.getvalue())
+    assert archive.stat().st_size < 2**20
+    started = time.perf_counter()
+    final, growth = peak_rss_growth(lambda: call(url, "audit", [file_data(archive), "shapes", "auto"]))
+    seconds = time.perf_counter() - started
+    assert "hold 635 megapixels in all" in refusal_of_audit(final) and "at most 250 megapixels" in final[1]["error"]
+    assert seconds < 2, f"refused after {seconds:.1f} s"
+    assert growth < 600 * 2**20, f"the server grew by {growth / 2**20:.0f} MB"
+
+
+def refusal_of_audit(final: tuple[str, object]) -> str:
+    kind, data = final
+    assert kind == "error", data
+    return str(data["error"])
+
+
+def zip_of(folder, name: str, members: dict[str, bytes]):
+    import zipfile
+
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as zipped:
+        for member, data in members.items():
+            zipped.writestr(member, data)
+    return path
+
+
+def png_bytes(shape: str = "circle") -> bytes:
+    import io
+
+    from PIL import Image
+
+    from explainer.demo.generate import draw_plain_shape
+
+    buffer = io.BytesIO()
+    Image.fromarray(draw_plain_shape(shape, height=64, width=64)[0]).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_visitor_html_is_escaped_wherever_it_is_shown(served, uploads):
+    url, chat_app = served
+    shown = []
+    _session, messages = join(url, fn_index(chat_app, "load_hub"), [f"hf://owner/repo{HTML_PAYLOAD}", None])
+    assert completed(messages)["success"] is False
+    shown += shown_to_visitor(messages)
+    _session, messages = join(url, fn_index(chat_app, "pick_model"), [HTML_PAYLOAD, None])
+    assert any("There is no model" in s for s in shown_to_visitor(messages))
+    shown += shown_to_visitor(messages)
+    _session, messages = join(url, fn_index(chat_app, "chat_turn"), [{"text": HTML_PAYLOAD, "files": []}, None])
+    shown += shown_to_visitor(messages)
+    _session, messages = join(url, fn_index(chat_app, "run_example"), [HTML_PAYLOAD, None])
+    shown += shown_to_visitor(messages)
+    folder = zip_of(uploads, "folder.zip", {"<img src=x onerror=alert(1)>/a.png": png_bytes()})
+    kind, data = call(url, "audit", [file_data(folder), "shapes", "auto"])
+    assert kind == "error" and "is not one of the model's" in data["error"]
+    shown += strings(data)
+    flat = zip_of(uploads, "flat.zip", {"<img src=x onerror=alert(1)>.png": png_bytes(), "<b>BOLD</b>": b"x"})
+    kind, data = call(url, "audit", [file_data(flat), "shapes", "auto"])
+    assert kind == "complete", data
+    summary, files = data
+    report = httpx.get(next(f for f in files if f["path"].endswith(".html"))["url"], timeout=60).text
+    shown += [summary]
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in report  # the image is listed, as text
+    assert "<img src=x" not in report and "<b>BOLD" not in report
+    assert "&lt;img" in " ".join(shown)  # the payloads did reach the outputs, escaped
+    tagged = [s[:200] for s in shown if TAG.search(s)]
+    assert not tagged, tagged
+
+
+def test_unforeseen_errors_each_get_their_own_sentence(served, uploads):
+    from test_archive import patched
+
+    import app
+
+    url, chat_app = served
+    answers = {}
+    for spec in ("hf://a/b//abs/path.keras", "hf://a..b/c..d", "hf://owner/repo\n/x.keras"):
+        _session, messages = join(url, fn_index(chat_app, "load_hub"), [spec, None])
+        answers[spec] = completed(messages)["output"]["error"]
+    _session, messages = join(url, fn_index(chat_app, "run_example"), ["/etc/passwd", None])
+    answers["example"] = completed(messages)["output"]["error"]
+    encrypted = patched(zip_of(uploads, "secret.zip", {"circle/a.png": png_bytes()}), 6, 8, 0x1)
+    long_name = zip_of(uploads, "long.zip", {"circle/" + "a" * 300 + ".png": png_bytes()})
+    deep = zip_of(uploads, "deep.zip", {"/".join(["d"] * 3000) + "/a.png": png_bytes()})
+    for name, archive in (("encrypted", encrypted), ("long name", long_name), ("deep", deep)):
+        answers[name] = refusal_of_audit(call(url, "audit", [file_data(archive), "shapes", "auto"]))
+    assert "two slashes in a row" in answers["hf://a/b//abs/path.keras"]
+    assert "cannot hold '..' or '--'" in answers["hf://a..b/c..d"]
+    assert "a line break" in answers["hf://owner/repo\n/x.keras"]
+    assert "There is no example '/etc/passwd'" in answers["example"]
+    assert "encrypted (protected by a password)" in answers["encrypted"]
+    for name in ("long name", "deep"):
+        assert "too long" in answers[name] and "damaged" not in answers[name] and "encrypted" not in answers[name]
+    assert app.FAILED not in answers.values() and len(set(answers.values())) >= len(answers) - 1  # long = deep
+
+
+def test_nothing_a_visitor_sends_is_echoed_at_length(served):
+    url, chat_app = served
+    _session, messages = join(url, fn_index(chat_app, "load_hub"), ["hf://" + "x" * 100_000 + "/r", None])
+    error = completed(messages)["output"]["error"]
+    assert "100,002 characters long" in error and len(error) < 400
+    _session, messages = join(url, fn_index(chat_app, "pick_model"), ["m" * 5000, None])
+    warnings = [m["log"] for m in messages if m.get("msg") == "log"]
+    assert warnings and all(len(w) < 400 for w in warnings) and "m" * 79 in warnings[0] and "m" * 81 not in warnings[0]
+    for name in ("load_hub", "pick_model", "run_example"):
+        _session, messages = join(url, fn_index(chat_app, name), ["z" * 20_000, None])
+        assert max(map(len, shown_to_visitor(messages)), default=0) < 2000
+
+
+def test_setting_numbers_are_not_misread(served):
+    from app_server import last_turn, plain, texts
+
+    url, chat_app = served
+    session = uuid.uuid4().hex
+    index = fn_index(chat_app, "chat_turn")
+    replies = {}
+    for text in ("opacity 9e99", "threshold -5 %", "top-k 9e99", "show the settings"):
+        _session, messages = join(url, index, [{"text": text, "files": []}, None], session)
+        replies[text] = plain(texts(last_turn(completed(messages)["output"]["data"][0])))
+    assert "written as a plain number" in replies["opacity 9e99"] and "'9e99' is not one" in replies["opacity 9e99"]
+    assert "above 0 and at most 1" in replies["threshold -5 %"] and "'-5 %' is not one" in replies["threshold -5 %"]
+    assert "whole number from 1 to 20" in replies["top-k 9e99"]
+    assert "opacity 45 %" in replies["show the settings"] and "threshold 60 %" in replies["show the settings"]

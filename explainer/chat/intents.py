@@ -423,6 +423,8 @@ def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
         return {"setting": "colormap", "value": maps[0]}
     if _has(text, r"\b(?:colou?r ?map|cmap|palette)\b"):
         return {"setting": "colormap", "value": None}
+    if _has(text, r"\bsettings\b"):  # "show the settings", "what are the settings?": the current ones
+        return {}
     return None
 
 

@@ -26,8 +26,8 @@ from ..engine import default_method, explain
 from ..errors import ClassError, ExplainerError, ImageError
 from ..images import load_image_with_notes
 from ..labels import match_label
-from ..messages import quote
 from ..layers import LayerPath, resolve_layer, spatial_layers
+from ..messages import quote
 from ..models import LoadedModel
 from ..region import DEFAULT_THRESHOLD
 from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
