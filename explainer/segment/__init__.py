@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from ..errors import ExplainerError
 from .base import BaseSegmenter, SegmentInput, largest_component
-from .grabcut import GrabCutSegmenter
+from .grabcut import GrabCutSegmenter, SoftGrabCutSegmenter
 from .otsu import OtsuSegmenter
 from .threshold import ThresholdSegmenter
 
 #: Every method by its key; adding one is a module with its facts (``name``, ``display_name``, ``aliases``,
 #: ``needs_image``, ``summary``) plus its class here.
 SEGMENTERS: dict[str, type[BaseSegmenter]] = {
-    cls.name: cls for cls in (ThresholdSegmenter, OtsuSegmenter, GrabCutSegmenter)
+    cls.name: cls for cls in (ThresholdSegmenter, OtsuSegmenter, GrabCutSegmenter, SoftGrabCutSegmenter)
 }
 #: The method behind :attr:`explainer.region.Region.mask` (best mask IoU on held-out demo images).
-DEFAULT_SEGMENT = "grabcut"
+DEFAULT_SEGMENT = "softgrabcut"
 #: Below this probability a class gets no segmented mask: the model thinks it absent (CheXlocalize's cutoff).
 #: Multi-label heads use their decision threshold instead.
 PROBABILITY_CUTOFF = 0.05
@@ -37,7 +37,7 @@ def segment_key(name: str) -> str:
     if key in SEGMENTERS:
         return key
     return next((cls.name for cls in SEGMENTERS.values()
-                 if key in {_squash(s) for s in (cls.display_name, *cls.aliases)}), key)
+                 if key in {_squash(s) for s in (cls.name, cls.display_name, *cls.aliases)}), key)
 
 
 def get_segmenter(name: str | BaseSegmenter | None = None) -> BaseSegmenter:
