@@ -610,11 +610,20 @@ def test_large_upload_is_shrunk_once(model):
 
 
 def test_reply_to_dict_is_json_friendly(chat):
+    """A real answer (the trust check: nested numbers and a picture) survives JSON unchanged, without its pixels."""
     import json
 
     reply = chat.respond("does it hold up?")
-    print("DEBUG", reply.error, reply.intent, reply.markdown[:300], list(reply.data))
-    json.dumps(reply.to_dict())
+    assert not reply.error and reply.intent == "trust", reply.markdown
+    as_dict = reply.to_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict  # plain types only: no NumPy numbers, arrays or tuples
+    assert as_dict["markdown"] == reply.markdown and as_dict["suggestions"] == list(reply.suggestions)
+    [(picture, caption)] = reply.images
+    assert as_dict["images"] == [{"caption": caption, "width": picture.shape[1], "height": picture.shape[0]}]
+    occlusion = as_dict["data"]["occlusion"]
+    assert occlusion["drop"] == pytest.approx(occlusion["original"] - occlusion["hidden"], abs=1e-5)
+    assert occlusion["random_drop"] == pytest.approx(occlusion["original"] - np.mean(occlusion["random"]), abs=1e-5)
+    assert occlusion["hidden_top"]["label"] in LABELS and len(as_dict["data"]["deletion"]["deletion_auc"]) == 1
 
 
 def test_escape_markdown():

@@ -1,7 +1,8 @@
 """A real browser: headless Debian chromium, driven by Playwright, uses the chat like a person would.
 
-It uploads a bundled example image, asks "why?", and expects the bot's reply to carry a heatmap picture and the
-class the engine itself gives for that image; then it clicks a suggested follow-up button.
+Each test is a new visitor on a page of its own: it uploads a bundled example image and asks "why?" itself, then
+checks one thing (the heatmap picture and the class the engine gives; a suggested follow-up button; an uploaded
+mask; a painted region). Every step waits for what it needs to see in the page, never for a fixed time.
 """
 
 from __future__ import annotations
@@ -35,39 +36,65 @@ def example() -> app.Example:
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
+    """One server and one headless chromium for the module; every test gets its own page (see :func:`page`)."""
     if not CHROMIUM.exists():
         pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium); .ci/run does")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=WAIT_MS)
     with running_app() as (url, _app), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport={"width": 1280, "height": 1000})
-            tab.set_default_timeout(WAIT_MS)
-            tab.goto(url)
-            yield tab
+            yield launched, url
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page on the app: a new visitor with an empty conversation, whatever ran before."""
+    launched, url = browser
+    context = launched.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.goto(url)
+        yield tab
+    finally:
+        context.close()
+
+
+def _ask_why(page, image: str):
+    """Attach ``image`` in the chat box, ask "why?", and wait for the Grad-CAM answer; returns the bot rows."""
+    from playwright.sync_api import expect
+
+    box = page.locator("#chat-input")
+    box.locator("input[type=file]").set_input_files(image)
+    expect(box.locator("img")).to_have_count(1)  # the upload's thumbnail: the file is attached
+    box.locator("textarea").fill("why?")
+    box.locator("textarea").press("Enter")
+    bot = page.locator("#chatbot .bot-row")
+    expect(bot.first).to_contain_text("Grad-CAM map points at")
+    return bot
+
+
+def _loaded_picture(page, locator):
+    """The element handle of picture ``locator`` once the browser has decoded it."""
+    handle = locator.element_handle()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
+    return handle
 
 
 def test_upload_why_shows_heatmap_and_class(page, example):
     from playwright.sync_api import expect
 
     expected = explain(load_model(MODEL), example.image).target_label
-    box = page.locator("#chat-input")
-    box.locator("input[type=file]").set_input_files(example.image)
-    expect(box.locator("img")).to_have_count(1)  # the upload's thumbnail: the file is attached
-    box.locator("textarea").fill("why?")
-    box.locator("textarea").press("Enter")
-
-    bot = page.locator("#chatbot .bot-row")
+    bot = _ask_why(page, example.image)
     expect(bot.locator("[data-testid=bot]").first).to_contain_text(expected)
-    expect(bot.first).to_contain_text("Grad-CAM map points at")
     heatmap = bot.locator("img").first
     expect(heatmap).to_have_attribute("alt", re.compile(f"^Grad-CAM for {re.escape(expected)} "))
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=heatmap.element_handle())
+    _loaded_picture(page, heatmap)
 
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(heatmap.get_attribute("src")).body())).convert("RGB"))
     original = load_image(example.image)
@@ -75,9 +102,10 @@ def test_upload_why_shows_heatmap_and_class(page, example):
     assert np.abs(shown.astype(int) - original.astype(int)).mean() > 5  # coloured by the heatmap, not the input
 
 
-def test_suggested_follow_up_button_asks_it(page):
+def test_suggested_follow_up_button_asks_it(page, example):
     from playwright.sync_api import expect
 
+    _ask_why(page, example.image)
     button = page.locator("#chatbot button.option", has_text="How confident is it?")
     expect(button).to_be_visible()
     button.click()
@@ -93,9 +121,10 @@ def _magenta_pixels(page, image) -> int:
 
 
 def test_an_uploaded_mask_gets_the_region_outlined(page, example, tmp_path):
-    """After the first test's image: a mask sent with the word "mask" is compared with the map."""
+    """After a question about an image, a mask sent with the word "mask" is compared with the map."""
     from playwright.sync_api import expect
 
+    before = _ask_why(page, example.image).count()
     image = load_image(example.image)
     mask = np.zeros(image.shape[:2], np.uint8)
     height, width = mask.shape
@@ -107,35 +136,41 @@ def test_an_uploaded_mask_gets_the_region_outlined(page, example, tmp_path):
     expect(box.locator("img")).to_have_count(1)
     box.locator("textarea").fill("here is the mask of where it should look")
     box.locator("textarea").press("Enter")
+    expect(page.locator("#chatbot [data-testid=user]").last).to_contain_text("mask of where it should look")
+    expect(page.locator("#chatbot .bot-row")).to_have_count(before + 1)
     answer = page.locator("#chatbot .bot-row").last
     expect(answer).to_contain_text("inside")
     picture = answer.locator("img").first
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    _loaded_picture(page, picture)
     assert _magenta_pixels(page, picture) > 50  # the visitor's region is outlined in its own colour
 
 
-def test_a_painted_region_gets_an_answer(page):
+def test_a_painted_region_gets_an_answer(page, example):
     """The "Where should it look?" panel: load the current image, paint on it, ask."""
     from playwright.sync_api import expect
 
+    bot = _ask_why(page, example.image)
+    before = bot.count()
     page.get_by_text("Where should it look?").click()
     page.locator("#region-fetch").click()
-    canvas = page.locator("#region-editor canvas").first
+    editor = page.locator("#region-editor")
+    # The editor first shows an empty canvas; drawing the fetched image is its first undoable step, so Undo turns
+    # on once the background is drawn and the canvas has the image's scale: strokes made before would be lost.
+    expect(editor.get_by_role("button", name="Undo", exact=True)).to_be_enabled()
+    canvas = editor.locator("canvas").first
     expect(canvas).to_be_visible()
     area = canvas.bounding_box()
-    page.wait_for_timeout(500)  # the background image is drawn on the canvas
     x0, y0 = area["x"] + area["width"] * 0.35, area["y"] + area["height"] * 0.35
     page.mouse.move(x0, y0)
     page.mouse.down()
     for step in range(1, 11):
         page.mouse.move(x0 + area["width"] * 0.03 * step, y0 + area["height"] * 0.03 * step, steps=3)
     page.mouse.up()
-    before = page.locator("#chatbot .bot-row").count()
     page.locator("#region-check").click()
     expect(page.locator("#chatbot [data-testid=user]").last).to_contain_text("Is it looking here?")
     expect(page.locator("#chatbot .bot-row")).to_have_count(before + 1)
     answer = page.locator("#chatbot .bot-row").last
     expect(answer).to_contain_text("inside")
     picture = answer.locator("img").first
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    _loaded_picture(page, picture)
     assert _magenta_pixels(page, picture) > 20

@@ -1,4 +1,5 @@
-"""The CAM family against oracles (direct NumPy formulas, known identities) and on a model trained here."""
+"""The CAM family against oracles (direct NumPy formulas, known identities) and on a small trained model (the
+committed ``tests/fixtures/squares.keras``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 from planted_models import planted_squares, trained_model
 
-from explainer import ExplainerError, explain, load_model
+from explainer import ExplainerError, explain, load_model, metrics
 from explainer.cams import METHODS, get_method, method_key
 from explainer.cams.scorecam import ScoreCAM
 from explainer.cams.smoothing import EigenSmooth, explain_augmented
@@ -187,7 +188,7 @@ def test_registry_and_unknown_method():
         get_method("guided backprop")
 
 
-# --------------------------------------------------------------------------- on a model trained on planted squares
+# ------------------------------------------------------------------- on the committed model trained on planted squares
 
 
 @pytest.fixture(scope="module")
@@ -197,15 +198,17 @@ def planted():
     return model, list(images), labels, masks
 
 
-def _hit_rate(results, masks) -> float:
-    return float(np.mean([mask[r.region.peak[1], r.region.peak[0]] for r, mask in zip(results, masks, strict=True)]))
+def _hit_rate(images, results, masks) -> float:
+    """The project's pointing game with no tolerance: the map's peak on the square itself."""
+    return float(metrics.pointing_game(None, images, results, masks=masks, tolerance=0).mean())
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_points_at_the_planted_square(method, planted):
+    """On the committed model (either oneDNN path) every method hits all 60 squares; the centre hits 13 %."""
     model, images, labels, masks = planted
     results = explain(model, images, [int(y) for y in labels], method=method)
-    assert _hit_rate(results, masks) >= 0.9
+    assert _hit_rate(images, results, masks) >= 0.9
 
 
 def test_augmented_maps_are_flipped_back(planted):
@@ -213,5 +216,5 @@ def test_augmented_maps_are_flipped_back(planted):
     model, images, labels, masks = planted
     results = [explain_augmented(model, image, int(y), method="gradcam") for image, y in zip(
         images[:20], labels[:20], strict=True)]
-    assert _hit_rate(results, masks[:20]) >= 0.9
+    assert _hit_rate(images[:20], results, masks[:20]) >= 0.9
     assert all(r.heatmap.shape == (r.image.shape[0], r.image.shape[1]) and r.heatmap.max() == 1 for r in results)

@@ -1,4 +1,5 @@
-"""Metrics on cases with a known answer, and on a small model trained here on planted squares."""
+"""Metrics on cases with a known answer, and on a small model trained on planted squares (the committed
+``tests/fixtures/squares.keras``)."""
 
 from __future__ import annotations
 
@@ -230,7 +231,9 @@ def test_evaluate_json_on_a_folder(saved, capsys):
     gradcam = report["methods"]["gradcam"]
     assert set(gradcam) >= {"pointing", "centre_baseline", "box_iou", "mask_iou", "deletion_auc", "insertion_auc",
                             "average_drop", "increase", "coverage", "ms_per_image"}
-    assert gradcam["pointing"] >= 0.8 and gradcam["deletion_auc"] < gradcam["insertion_auc"]
+    # The committed model (either oneDNN path) points at all 6 squares; the centre at none of them.
+    assert gradcam["pointing"] >= 0.8 and gradcam["pointing"] > gradcam["centre_baseline"] + 0.5
+    assert gradcam["deletion_auc"] < gradcam["insertion_auc"]
 
 
 def test_evaluate_table_on_demo_data(saved, capsys):

@@ -309,18 +309,37 @@ def test_one_session_and_one_client_cannot_fill_the_queue(held):
             thread.join(120)
 
 
-def test_slow_methods_are_refused_up_front_within_the_turn_budget(uploads):
+def test_slow_methods_are_refused_up_front_within_the_turn_budget(uploads, monkeypatch):
+    """Score-CAM's estimate (one forward pass per channel) exceeds a 0.05 s budget: refused before it runs. Grad-CAM
+    runs under the same budget and is answered because its estimate is zero extra passes, not because it is fast:
+    one pass of the model cannot be stopped half-way, so nothing times it."""
     from gradio_client import Client, handle_file
 
+    from explainer import deadline, engine
+
+    seen = []  # (method, extra forward passes, seconds left of the budget) of each explanation the server makes
+    estimate = engine._expect_affordable
+
+    def spy(model, cam, channels, images):
+        seen.append((cam.name, cam.extra_forward_passes(channels) * images, deadline.remaining()))
+        estimate(model, cam, channels, images)
+
+    monkeypatch.setattr(engine, "_expect_affordable", spy)
     image = shape_png(uploads, "triangle")
     with running_app(EXPLAINER_TURN_SECONDS="0.05") as (url, _chat_app):
         client = Client(url, verbose=False, download_files=False)
+        seen.clear()  # start-up's warm-up ran without a budget
         markdown, picture, facts = client.predict(handle_file(image), "why? use scorecam", "shapes",
                                                   api_name="/explain")
         assert facts["error"] and picture is None
         assert "Score-CAM would take about" in plain(markdown) and "gradcam" in plain(markdown)
+        [(method, passes, left)] = seen
+        assert method == "scorecam" and passes > 0 and left <= 0.05
+        seen.clear()
         markdown, picture, facts = client.predict(handle_file(image), "why?", "shapes", api_name="/explain")
-        assert not facts["error"] and picture is not None  # Grad-CAM fits the same budget
+        assert not facts["error"] and picture is not None and facts["data"]["method"] == "gradcam"
+        [(method, passes, left)] = seen
+        assert method == "gradcam" and passes == 0 and left <= 0.05  # the same budget was in force
 
 
 # ------------------------------------------------------------------------------ 4. constant-cost turns
