@@ -6,6 +6,10 @@ Each visitor is its own gradio_client session with its own image (a different sh
 over ``/chat``, the questions people ask: why?, what is it?, how sure?, show the region, does it hold up?. An answer
 is cross-talk when it names another visitor's shape or image. Printed: errors, cross-talk, p50/p95 latency per
 question kind (seconds, as the client sees them), and the server's resident memory before, at peak and after.
+
+Then fairness: one visitor queues three slow questions ("compare methods"; the most one session may queue) at
+once, another asks a quick one ("what is it?") right after. Printed: the quick answer's time alone, behind the slow
+visitor's three, and one slow answer's time; the target is that the quick one waits at most about one slow answer (sessions take turns in the queue).
 """
 
 from __future__ import annotations
@@ -62,11 +66,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+SLOW, QUICK = "compare methods", "what is it?"
+
+
+def ask(client: Client, text: str, image: str | None = None) -> float:
+    """Seconds for one /chat answer (with ``image`` uploaded in the same turn)."""
+    started = time.perf_counter()
+    client.predict({"text": text, "files": [handle_file(image)] if image else []}, api_name="/chat")
+    return time.perf_counter() - started
+
+
+def fairness(url: str, folder) -> None:
+    """A quick question's wait behind another visitor's slow ones, against alone and against one slow answer."""
+    slow_client, quick_client = (Client(url, verbose=False, download_files=False) for _ in range(2))
+    ask(slow_client, "why?", shape_png(folder, "star", name="slow.png"))
+    ask(quick_client, "why?", shape_png(folder, "circle", name="quick.png"))
+    alone = statistics.median(ask(quick_client, QUICK) for _ in range(3))
+    one_slow = statistics.median(ask(slow_client, SLOW) for _ in range(2))
+    # three: the per-session bound (EXPLAINER_QUEUE_PER_SESSION)
+    jobs = [slow_client.submit({"text": SLOW, "files": []}, api_name="/chat") for _ in range(3)]
+    time.sleep(0.3)  # the three are queued first
+    behind = ask(quick_client, QUICK)
+    for job in jobs:
+        job.result()
+    print(f"fairness: quick answer alone {alone:.2f} s, behind three slow ones {behind:.2f} s, one slow answer "
+          f"{one_slow:.2f} s: waited {max(0.0, behind - alone) / one_slow:.2f} slow answers (target <= 1)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fairness-only", action="store_true", help="only the fairness measurement")
     args = parser.parse_args()
+    if args.fairness_only:
+        with upload_dir() as folder, running_app() as (url, _chat_app):
+            fairness(url, folder)
+        return
     with upload_dir() as folder, running_app() as (url, _chat_app):
         images = [(shape_png(folder, SHAPES[i % len(SHAPES)], size=(140 + 8 * i, 180 + 6 * i), name=f"v{i}.png"),
                    SHAPES[i % len(SHAPES)]) for i in range(args.visitors)]
@@ -94,6 +130,8 @@ def main() -> None:
         values = [t for r in results for t in r[0][question]]
         print(f"{question:<22}{statistics.median(values):8.2f}{percentile(values, 0.95):8.2f}")
     print(f"server RSS: {before:.0f} MB before, {max(peak):.0f} MB peak, {after:.0f} MB after")
+    with upload_dir() as folder, running_app() as (url, _chat_app):
+        fairness(url, folder)
 
 
 if __name__ == "__main__":
