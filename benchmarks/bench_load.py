@@ -9,7 +9,8 @@ question kind (seconds, as the client sees them), and the server's resident memo
 
 Then fairness: one visitor queues three slow questions ("compare methods"; the most one session may queue) at
 once, another asks a quick one ("what is it?") right after. Printed: the quick answer's time alone, behind the slow
-visitor's three, and one slow answer's time; the target is that the quick one waits at most about one slow answer (sessions take turns in the queue).
+visitor's three, and one slow answer's time; the target is that the quick one waits at most about one slow answer
+(sessions take turns in the queue).
 """
 
 from __future__ import annotations
