@@ -188,6 +188,8 @@ class QueueGuard:
       the request a worker took last; the lowest number goes first, the oldest among equals. One visitor's burst of
       slow questions then takes one worker at a time from the others: another visitor's quick question waits for
       at most one slow answer to end. A newcomer never jumps ahead of what was already due, so nobody starves.
+      An event with a per-session state input (the chat's turn) waits while the same session runs one: the two
+      would take turns on the session's lock anyway, and the second would hold a worker doing nothing.
     """
 
     def __init__(self, per_session: int, per_client: int, unread_seconds: float = 10.0,
@@ -224,10 +226,19 @@ class QueueGuard:
             return accepted, event_id, state
 
         def fair_get_events() -> Any:
-            for event_queue in queue.event_queue_per_concurrency_id.values():
-                if len(event_queue.queue) > 1:
-                    event_queue.queue.sort(key=self._turn)
-            taken = get_events()
+            busy = {e.session_hash for job in queue.active_jobs if job for e in job if _stateful(e)}
+            queues = queue.event_queue_per_concurrency_id.values()
+            everything = {id(q): list(q.queue) for q in queues}
+            for event_queue in queues:  # in turn order, without the stateful events of sessions running one
+                event_queue.queue[:] = sorted((e for e in event_queue.queue
+                                               if not (_stateful(e) and e.session_hash in busy)), key=self._turn)
+            try:
+                taken = get_events()
+            finally:  # the events sitting out go back, in turn order
+                gone = {id(e) for e in (taken[0] if taken else ())}
+                for event_queue in queues:
+                    event_queue.queue[:] = sorted((e for e in everything[id(event_queue)] if id(e) not in gone),
+                                                  key=self._turn)
             for event in (taken[0] if taken else ()):
                 self._now_serving = max(self._now_serving, self._turn(event)[0])
             return taken
@@ -350,6 +361,11 @@ class QueueGuard:
         """Sort key of a waiting request: its turn, then its arrival."""
         request = self._requests.get(event._id)
         return (request.turn if request else self._now_serving), getattr(event, "enqueue_time", 0.0)
+
+
+def _stateful(event: Any) -> bool:
+    """Whether ``event``'s function takes a per-session state (Gradio's ``gr.State``: ``stateful`` inputs)."""
+    return any(getattr(block, "stateful", False) for block in getattr(event.fn, "inputs", ()))
 
 
 #: ``/call/<api>/<event id>`` (and ``/call/v2/...``): the stream of one API call's answer.

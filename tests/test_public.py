@@ -632,6 +632,39 @@ def test_a_quick_question_waits_for_one_slow_answer_not_for_a_visitors_burst(gat
     assert sorted(ran[3:]) == ["hold slow 2", "hold slow 3", "hold slow 4"]  # two workers: these start in any order
 
 
+def test_a_sessions_chat_turns_take_one_worker_at_a_time(monkeypatch):
+    """A second turn of a busy session would only wait for the session's lock: the worker goes to someone else."""
+    import threading
+
+    from explainer.chat import ChatSession
+
+    gates: dict[str, threading.Event] = {}
+    ran: list[str] = []
+    real = ChatSession.respond
+
+    def respond(self, text, *args, **kwargs):
+        ran.append(text)
+        gates.setdefault(text, threading.Event()).wait(120)
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(ChatSession, "respond", respond)
+    try:
+        with running_app(EXPLAINER_UNREAD_SECONDS="600") as (url, chat_app):
+            index = fn_index(chat_app, "chat_turn")
+            for text in ("hold a", "hold b"):
+                assert enqueue(url, index, [{"text": text, "files": []}, None], session="busy").status_code == 200
+            wait_until(lambda: ran == ["hold a"] and len(chat_app.demo._queue) == 1)  # "b" waits, a worker is free
+            assert enqueue(url, index, [{"text": "hold q", "files": []}, None], session="other").status_code == 200
+            wait_until(lambda: len(ran) == 2)
+            assert ran == ["hold a", "hold q"]  # the other visitor got the free worker
+            gates.setdefault("hold a", threading.Event()).set()
+            wait_until(lambda: len(ran) == 3)
+            assert ran[2] == "hold b"  # and the busy session's next turn runs once its first is done
+    finally:
+        for text in ("hold a", "hold b", "hold q"):
+            gates.setdefault(text, threading.Event()).set()
+
+
 # ------------------------------------------------------------------------------- MCP size, and the log
 
 
