@@ -1,5 +1,6 @@
 """Vision transformers: token sequences on the patch grid, blocks inside Keras Hub's encoder, the default layer and
-method, and a pointing test on a small ViT trained here on planted bars."""
+method, and a pointing test on a small ViT trained on planted bars (the committed ``tests/fixtures/vit_bars.keras``).
+"""
 
 from __future__ import annotations
 
@@ -10,26 +11,18 @@ import pytest
 import tensorflow as tf
 from conftest import gap_cnn
 from keras import ops
-from planted_models import fixture, planted_bars
+from planted_models import BAR_PATCH, BAR_SIZE, BARS, fixture, hub_vit, planted_bars
 
 from explainer import explain, load_model, metrics, transformers
 from explainer.cams import METHODS
 from explainer.engine import compiled
 from explainer.layers import depth_layer_names, find_target_layer, resolve_layer, spatial_layers, walk
 
-SIZE, PATCH, GRID = 64, 8, 8
-BARS = ["horizontal", "vertical", "nothing"]
+SIZE, PATCH, GRID = BAR_SIZE, BAR_PATCH, BAR_SIZE // BAR_PATCH
+__all__ = ["BARS", "SIZE", "hub_vit"]  # what tests/test_chat_vit.py takes from here
 
 
 # --- models -------------------------------------------------------------------------------------------------------
-
-
-def hub_vit(num_classes: int = 3, layers: int = 2, dim: int = 32, seed: int = 0) -> keras.Model:
-    """Keras Hub's ViTImageClassifier: 64×64 input, 8×8 patches, a class token, ``layers`` blocks."""
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.ViTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=layers,
-                                            num_heads=2, hidden_dim=dim, mlp_dim=2 * dim)
-    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=num_classes)
 
 
 class ClassToken(keras.layers.Layer):
@@ -258,10 +251,14 @@ def test_the_shared_model_is_not_modified(random_vit):
 
 
 def test_the_default_points_at_the_planted_bar(trained_vit):
-    """On the committed ViT (inference only: the same numbers with oneDNN on and off), measured: accuracy 100 %,
-    the default (HiResCAM on the token embeddings) 83 % on the 102 correctly classified bars, Grad-CAM at
-    pytorch-grad-cam's layer (the norm before the last block's attention) 82 %, the centre 13 %. The thresholds
-    leave 8 images of margin; a broken token grid or gradient path points at chance (about the centre's rate)."""
+    """HiResCAM on the token embeddings points at the bar, better than Grad-CAM on the same images both there and at
+    pytorch-grad-cam's layer (the norm before the last block's attention), and far better than the centre.
+
+    Measured on the committed model, the same with oneDNN on and off: accuracy 100 %; of the 102 correctly
+    classified bars the default hits 96 %, Grad-CAM at the norm 85 %, Grad-CAM on the embeddings 80 %, the centre
+    13 %. The recipe from 5 seeds (one never learned): the default 79–96 %, ahead of Grad-CAM on the embeddings by
+    5–18 points and at the norm by 9–41 points on each of the 4 that learned.
+    """
     images, labels, masks = planted_bars(150, seed=99)
     results = explain(trained_vit, list(images))
     accuracy = np.mean([r.target_index == y for r, y in zip(results, labels, strict=True)])
@@ -269,14 +266,19 @@ def test_the_default_points_at_the_planted_bar(trained_vit):
     bars = [i for i, r in enumerate(results) if masks[i].any() and r.target_index == labels[i]]
     images, masks, results = images[bars], masks[bars], [results[i] for i in bars]
     assert results[0].method == "hirescam" and results[0].layer.endswith("/vit_patching_and_embedding")
-    hits = metrics.pointing_game(None, images, results, masks=masks, tolerance=4).mean()  # half a patch
-    centre = metrics.centre_baseline(None, images, masks=masks, tolerance=4).mean()
-    conventional = results[0].layer.replace("vit_patching_and_embedding", "vit_encoder/transformer_block_2/ln_1")
-    gradcam = explain(trained_vit, list(images), layer=conventional, method="gradcam")
-    gradcam_hits = metrics.pointing_game(None, images, gradcam, masks=masks, tolerance=4).mean()
-    assert hits >= 0.75, f"pointing game {hits:.2f}"
+
+    def pointing(maps) -> float:
+        return float(metrics.pointing_game(None, images, maps, masks=masks, tolerance=4).mean())  # half a patch
+
+    hits = pointing(results)
+    norm = results[0].layer.replace("vit_patching_and_embedding", "vit_encoder/transformer_block_2/ln_1")
+    gradcam_here = pointing(explain(trained_vit, list(images), method="gradcam"))
+    gradcam_norm = pointing(explain(trained_vit, list(images), layer=norm, method="gradcam"))
+    centre = float(metrics.centre_baseline(None, images, masks=masks, tolerance=4).mean())
+    assert hits >= 0.85, f"pointing game {hits:.2f}"  # 11 images of margin
+    assert hits > gradcam_here, f"Grad-CAM on the embeddings {gradcam_here:.2f}, the default {hits:.2f}"
+    assert hits > gradcam_norm, f"Grad-CAM at the last norm {gradcam_norm:.2f}, the default {hits:.2f}"
     assert hits >= centre + 0.5, f"centre baseline {centre:.2f}"
-    assert hits >= gradcam_hits - 0.05, f"default {hits:.2f} vs Grad-CAM {gradcam_hits:.2f}"
     last_block = results[0].layer.replace("vit_patching_and_embedding", "vit_encoder/transformer_block_2")
     last_output = explain(trained_vit, list(images), layer=last_block)
     assert all(np.abs(r.cam).max() == 0 for r in last_output)
