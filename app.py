@@ -1,7 +1,8 @@
 """Grad-CAM Chat: the Gradio app. ``python app.py`` serves it (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
 
 Thin wiring only: every answer comes from :class:`explainer.chat.ChatSession` (one per browser session, kept in a
-``gr.State``), audits from :mod:`explainer.audit`, limits and message folding from :mod:`explainer.serving`; the
+``gr.State``), audits from :mod:`explainer.evaluation.audit`, limits and message folding from
+:mod:`explainer.server.serving`; the
 functions here turn replies into chat messages and component values, and guard every event (uploads only from
 this server's upload folder, time budgets, plain errors). Public endpoints: ``/chat`` (one chat turn), ``/explain``
 (one image and question in: the Markdown answer, the overlay and the facts as JSON; also the MCP tool
@@ -37,37 +38,30 @@ from PIL import Image as PILImage
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 
-from explainer.archive import extract_audit_folder, remove
-from explainer.audit import AuditOptions, audit_folder
-from explainer.budget import ModelLimits, check_loaded_model, check_model_file
 from explainer.cams import METHODS
 from explainer.chat import (
-    DEMO_MODEL_NAMES,
-    EXAMPLES_DIR,
     MAX_TOP_K,
     ChatSession,
-    ModelMenu,
-    ModelShelf,
     Reply,
     SettingError,
     Settings,
-    UploadRegistry,
     answer_once,
-    builtin_choices,
     escape_markdown,
-    load_default,
     render,
 )
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
-from explainer.dicom import DICOM_NAME, is_dicom
 from explainer.engine import default_method
 from explainer.errors import ExplainerError
-from explainer.images import pixel_budget
-from explainer.messages import quote
-from explainer.models import LoadedModel
+from explainer.evaluation.audit import AuditOptions, audit_folder
+from explainer.inputs.dicom import DICOM_NAME, is_dicom
+from explainer.inputs.images import pixel_budget
+from explainer.models.loading import LoadedModel
+from explainer.prose import quote
 from explainer.render import COLORMAPS
-from explainer.serving import (
+from explainer.server.archive import extract_audit_folder, remove
+from explainer.server.budget import ModelLimits, check_loaded_model, check_model_file
+from explainer.server.serving import (
     McpRequestLimit,
     QueueGuard,
     ServerLimits,
@@ -75,7 +69,16 @@ from explainer.serving import (
     forwarded_allow_ips,
     painted_mask,
 )
-from explainer.uploads import REFUSED, UploadRefused, log_refusal, uploaded_file, uploaded_files
+from explainer.server.shelf import (
+    DEMO_MODEL_NAMES,
+    EXAMPLES_DIR,
+    ModelMenu,
+    ModelShelf,
+    UploadRegistry,
+    builtin_choices,
+    load_default,
+)
+from explainer.server.uploads import REFUSED, UploadRefused, log_refusal, uploaded_file, uploaded_files
 
 logger = logging.getLogger("gradcam_chat")
 
@@ -223,7 +226,7 @@ def warn(text: str) -> None:
 
 def quiet(error: gr.Error) -> gr.Error:
     """``error`` without Gradio's traceback on the console: a user error is one line at most (a refused file
-    reference: explainer/uploads.py), and an unforeseen one is logged in full once, by :func:`event_boundary`."""
+    reference: explainer/server/uploads.py), and an unforeseen one is logged in full once, by :func:`event_boundary`."""
     error.print_exception = False
     return error
 
@@ -233,7 +236,7 @@ def refuse_quietly(demo: gr.Blocks) -> None:
 
     Gradio checks file payloads itself (a file that was not uploaded, a file payload without its ``meta`` marker)
     and prints a traceback for every refusal; a probe of a thousand paths would be a megabyte of log. Here a file
-    refused by Gradio gets the gate's fixed message (:data:`explainer.uploads.REFUSED`) and its one line, another
+    refused by Gradio gets the gate's fixed message (:data:`explainer.server.uploads.REFUSED`) and its one line, another
     malformed payload :data:`MALFORMED`, and a component's own refusal (a value not among its choices) stays as it
     is, without the traceback.
     """

@@ -148,7 +148,7 @@ def main() -> None:
     if args.startup_runs:
         runs = [startup_seconds() for _ in range(args.startup_runs)]
         ready = statistics.median(runs)
-        default = explainer.models.default_model()[0]
+        default = explainer.models.loading.default_model()[0]
         print(f"\npython app.py to ready (default model {default}): {ready:.1f} s "
               f"(median of {len(runs)}; target <= {STARTUP_TARGET_S:.0f} s) "
               f"{'ok' if ready <= STARTUP_TARGET_S else 'MISSED'}")

@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 import explainer
-from explainer import metrics
 from explainer.cams import METHODS
 from explainer.cams.scorecam import ScoreCAM
+from explainer.evaluation import metrics
 
 TARGETS = {"gradcam++": 1.5, "hirescam": 1.5, "xgradcam": 1.5, "layercam": 1.5, "eigencam": 1.3,
            "scorecam top-64": 15.0}

@@ -34,8 +34,8 @@ def _import_tensorflow_quietly() -> None:
 
 _import_tensorflow_quietly()
 
-from .engine import explain, predict, quiet_tensorflow, warm_up
-from .errors import (
+from explainer.engine import explain, predict, quiet_tensorflow, warm_up
+from explainer.errors import (
     AmbiguousClassError,
     ClassError,
     ExplainerError,
@@ -43,11 +43,11 @@ from .errors import (
     LayerError,
     ModelError,
 )
-from .heads import HEADS, probabilities
-from .images import load_image
-from .models import LoadedModel, ModelInfo, load_model, trusted_paths
-from .region import Region, localize
-from .result import Explanation, Prediction
+from explainer.heads import HEADS, probabilities
+from explainer.inputs.images import load_image
+from explainer.models.loading import LoadedModel, ModelInfo, load_model, trusted_paths
+from explainer.region import Region, localize
+from explainer.result import Explanation, Prediction
 
 quiet_tensorflow()
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import ExplainerError
+from explainer.errors import ExplainerError
 
 
 class TimeBudgetExceeded(ExplainerError):

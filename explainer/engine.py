@@ -1,7 +1,7 @@
 """The explain loop: one compiled forward+backward pass per batch, then a CAM method, then localization.
 
 The gradient step is a ``tf.function`` with a fixed input signature, traced once per (model, layer) and cached on
-the :class:`~explainer.models.LoadedModel`; it returns the logits, the target layer's activations and their
+the :class:`~explainer.models.loading.LoadedModel`; it returns the logits, the target layer's activations and their
 gradients in one pass, so a chat turn never runs the network twice for the same image and target.
 """
 
@@ -15,19 +15,19 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from . import deadline, transformers
-from .cams import CamBatch, get_method
-from .errors import ExplainerError, ModelError
-from .graph import Replay
-from .heads import probabilities
-from .images import load_image
-from .labels import match_label
-from .layers import LayerPath, resolve_layer
-from .models import LoadedModel
-from .region import DEFAULT_THRESHOLD, localize
-from .result import Explanation, Prediction
-from .segment import BaseSegmenter, get_segmenter, no_mask_reason
-from .transformers import as_feature_maps
+from explainer import deadline, tokens
+from explainer.cams import CamBatch, get_method
+from explainer.errors import ExplainerError, ModelError
+from explainer.graph import Replay
+from explainer.heads import probabilities
+from explainer.inputs.images import load_image
+from explainer.labels import match_label
+from explainer.layers import LayerPath, resolve_layer
+from explainer.models.loading import LoadedModel
+from explainer.region import DEFAULT_THRESHOLD, localize
+from explainer.result import Explanation, Prediction
+from explainer.segment import BaseSegmenter, get_segmenter, no_mask_reason
+from explainer.tokens import as_feature_maps
 
 TOP_K = 5
 _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
@@ -152,10 +152,10 @@ def explain(
         for one image explains each, as one batch.
     method : str, optional
         A name from :data:`explainer.cams.METHODS`. By default Grad-CAM, or HiResCAM for a vision transformer
-        (see :data:`explainer.transformers.DEFAULT_METHOD`).
+        (see :data:`explainer.tokens.DEFAULT_METHOD`).
     layer : str, optional
         Target layer name or ``/``-joined path; the last spatial layer by default (for a vision transformer, the
-        token embeddings entering the first block: :func:`explainer.transformers.default_path`).
+        token embeddings entering the first block: :func:`explainer.tokens.default_path`).
     threshold : float
         Localization threshold as a fraction of the map's maximum.
     top_k : int
@@ -200,7 +200,7 @@ def explain(
 def default_method(model: LoadedModel) -> str:
     """The method used when none is asked for: Grad-CAM, or HiResCAM for a vision transformer (decided once per
     model and kept on it, for the engine, the chat, the audit and the app alike)."""
-    return model.memo("default_method", lambda: transformers.default_method(model.keras_model))
+    return model.memo("default_method", lambda: tokens.default_method(model.keras_model))
 
 
 def _expect_affordable(model: LoadedModel, cam, channels: int, images: int) -> None:

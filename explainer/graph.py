@@ -17,9 +17,9 @@ import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional, operation_fn
 
-from . import transformers
-from .errors import ModelError
-from .layers import LayerPath
+from explainer import tokens
+from explainer.errors import ModelError
+from explainer.layers import LayerPath
 
 HEADS = ("softmax", "sigmoid", "logits")
 
@@ -146,7 +146,7 @@ class Replay:
                 return overrides[id(op)]
             if id(op) in self._ancestors:
                 if not isinstance(op, keras.Model):  # a plain layer holding transformer blocks: its own call
-                    return lambda *args, **kwargs: transformers.run_inside(op, args, kwargs, swap)
+                    return lambda *args, **kwargs: tokens.run_inside(op, args, kwargs, swap)
                 return lambda inner, *args, **kwargs: self._run(op, inner, overrides)
             return operation_fn(op, training=False)
 

@@ -45,7 +45,7 @@ def probabilities(logits: np.ndarray, head: str = "softmax") -> np.ndarray:
     logits : numpy.ndarray
         Scores before the model's last activation, as the engine's ``forward`` returns them.
     head : {"softmax", "sigmoid", "multilabel", "linear"}
-        The model's head (:attr:`explainer.models.ModelInfo.head`).
+        The model's head (:attr:`explainer.models.loading.ModelInfo.head`).
 
     Returns
     -------

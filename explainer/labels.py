@@ -6,7 +6,7 @@ import difflib
 import functools
 import re
 
-from .errors import AmbiguousClassError, ClassError
+from explainer.errors import AmbiguousClassError, ClassError
 
 _FUZZY_CUTOFF = 0.8  # similarity a misspelling needs ("tabbby" ~ "tabby": 0.91; "dog" ~ "hog": 0.67)
 

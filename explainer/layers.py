@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .errors import LayerError
-from .transformers import Tokens, children, default_path, depth_paths, with_tokens
+from explainer.errors import LayerError
+from explainer.tokens import Tokens, children, default_path, depth_paths, with_tokens
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class LayerPath:
 
     layers: tuple[keras.layers.Layer, ...]
     #: Set for a vision transformer's token-sequence layer: how its tokens lie on the patch grid (see
-    #: :mod:`explainer.transformers`); None for every other layer.
+    #: :mod:`explainer.tokens`); None for every other layer.
     tokens: Tokens | None = None
 
     @property

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .errors import ExplainerError
-from .segment import DEFAULT_SEGMENT, BaseSegmenter, SegmentInput, get_segmenter
+from explainer.errors import ExplainerError
+from explainer.segment import DEFAULT_SEGMENT, BaseSegmenter, SegmentInput, get_segmenter
 
 #: Fraction of the map's maximum above which a pixel belongs to the heat region (measured on the demo data).
 DEFAULT_THRESHOLD = 0.6
@@ -252,7 +252,8 @@ def describe_spread(coverage: float, energy: float, n_regions: int) -> str:
 
 
 def iou_of_boxes(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two ``(x, y, w, h)`` boxes (the metric on maps: :func:`explainer.metrics.box_iou`)."""
+    """Intersection over union of two ``(x, y, w, h)`` boxes (the metric on maps:
+    :func:`explainer.evaluation.metrics.box_iou`)."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .region import Region
-from .result import Prediction
+from explainer.region import Region
+from explainer.result import Prediction
 
 #: Perceptually ordered colormaps first; ``jet`` is offered because many papers use it.
 COLORMAPS = {

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .heads import DEFAULT_DECISION_THRESHOLD
-from .region import Region
+from explainer.heads import DEFAULT_DECISION_THRESHOLD
+from explainer.region import Region
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402  (the layout of Keras's ImageNet files)
 
-from explainer import zoo  # noqa: E402
+from explainer.models import zoo  # noqa: E402
 
 
 def gap_cnn(n_classes: int = 4, size: int = 32, channels: int = 6, seed: int = 0) -> keras.Model:

@@ -28,7 +28,7 @@ from explainer.chat import answers as A
 from explainer.chat import intents as I
 from explainer.chat.checks import DeletionScores, OcclusionCheck, Structure, Unusual
 from explainer.chat.intents import Intent
-from explainer.chat.text import percent, points, ratio, sign
+from explainer.prose import percent, points, ratio, sign
 from explainer.region import localize
 from explainer.result import Explanation, Prediction
 

@@ -25,10 +25,10 @@ from explainer.chat import session as session_module
 from explainer.chat.answers import qualifier
 from explainer.chat.checks import occlusion_check, out_of_distribution
 from explainer.chat.intents import Vocab
-from explainer.chat.text import escape_markdown, percent, ratio
 from explainer.demo.train import reference_statistics
 from explainer.errors import ExplainerError
 from explainer.layers import depth_layer_names, depth_layers, usable_layers
+from explainer.prose import escape_markdown, percent, ratio
 from explainer.render import tile
 
 HOSTILE_LABELS = ["<img src=x onerror=alert(1)>", "**bold** _it_ `code`", "a|b [link](javascript:alert(1)) $$x$$"]

@@ -463,7 +463,7 @@ def test_a_hub_model_is_loaded_for_this_session_only(chat_app, visit, monkeypatc
     import huggingface_hub
     from test_hub import FakeHub
 
-    from explainer import hub
+    from explainer.models import hub
 
     fake = FakeHub(tmp_path / "hub")
     for name in ("hf_hub_download", "snapshot_download", "list_repo_files"):
@@ -488,11 +488,11 @@ def test_a_hub_model_is_loaded_for_this_session_only(chat_app, visit, monkeypatc
 
 
 def test_a_hub_model_over_the_budget_is_dropped(chat_app, visit, monkeypatch):
-    from explainer.budget import ModelLimits
+    from explainer.server.budget import ModelLimits
 
     monkeypatch.setattr(chat_app, "model_limits", ModelLimits(max_params=10, max_input_pixels=10**9,
                                                                max_activation_bytes=2**40))
-    monkeypatch.setattr("explainer.chat.models_menu.load_model", lambda spec, trust: chat_app.shelf.get("shapes"))
+    monkeypatch.setattr("explainer.server.shelf.load_model", lambda spec, trust: chat_app.shelf.get("shapes"))
     before = visit.chat.model
     with pytest.raises(gr.Error, match="parameters; this server accepts at most"):
         chat_app.load_hub("hf://someone/huge", visit)
@@ -500,10 +500,10 @@ def test_a_hub_model_over_the_budget_is_dropped(chat_app, visit, monkeypatch):
 
 
 def test_a_hub_model_too_large_to_download_is_refused_before_downloading(chat_app, visit, monkeypatch):
-    from explainer import hub
+    from explainer.models import hub
 
     monkeypatch.setattr(hub, "download_size", lambda spec: 3 * 2**30)
-    monkeypatch.setattr("explainer.chat.models_menu.load_model", lambda *a, **k: pytest.fail("it was downloaded"))
+    monkeypatch.setattr("explainer.server.shelf.load_model", lambda *a, **k: pytest.fail("it was downloaded"))
     with pytest.raises(gr.Error, match="would download 3072 MB; this server takes at most 2048 MB"):
         chat_app.load_hub("hf://someone/enormous", visit)
 
@@ -513,7 +513,7 @@ def test_the_download_size_is_asked_of_the_hub(monkeypatch):
 
     import huggingface_hub
 
-    from explainer import hub
+    from explainer.models import hub
 
     files = [SimpleNamespace(rfilename="model.keras", size=300), SimpleNamespace(rfilename="labels.txt", size=20)]
 

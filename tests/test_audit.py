@@ -14,10 +14,10 @@ import pytest
 from planted_models import LABELS, planted_squares, trained_model
 
 from explainer import explain, load_model
-from explainer.__main__ import main
-from explainer.audit import AuditError, class_indices
+from explainer.cli.main import main
 from explainer.demo.audit_data import write_audit_folder
-from explainer.groundtruth import compare_region
+from explainer.evaluation.audit import AuditError, class_indices
+from explainer.evaluation.groundtruth import compare_region
 
 MISPLACED = {3, 7, 11}  # images whose expected box is put in a far corner: right for the wrong reason
 MISLABELLED = 0  # this image is filed under another class: a wrong prediction

@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving.legacy_h5_format import save_model_to_hdf5
 
-from explainer.budget import (
+from explainer.demo import MODEL_NAMES, model_path
+from explainer.errors import ModelError
+from explainer.server.budget import (
     CONFIG_MAX_BYTES,
     DEFAULT_SIDE,
     DEFLATED_WEIGHTS_MAX_BYTES,
@@ -30,8 +32,6 @@ from explainer.budget import (
     check_model_file,
     inspect_model_file,
 )
-from explainer.demo import MODEL_NAMES, model_path
-from explainer.errors import ModelError
 
 HUGE = 20_000  # the Dense layer: 20000 x 20000 = 400 M parameters, 1.6 GB of float32
 RSS_LIMIT = 600 * 2**20

@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 from planted_models import planted_squares, trained_model
 
-from explainer import ExplainerError, explain, load_model, metrics
+from explainer import ExplainerError, explain, load_model
 from explainer.cams import METHODS, get_method, method_key
 from explainer.cams.scorecam import ScoreCAM
 from explainer.cams.smoothing import EigenSmooth, explain_augmented
+from explainer.evaluation import metrics
 
 SIZE = 16
 CLASSES = 3

@@ -19,7 +19,7 @@ import explainer
 from explainer.chat import ChatSession
 from explainer.chat import intents as I
 from explainer.chat.checks import BLANK_STD, image_structure, occlusion_check
-from explainer.chat.text import percent, points
+from explainer.prose import percent, points
 
 FINDINGS = ["atelectasis", "cardiomegaly", "effusion", "nodule"]
 SIZE = 32

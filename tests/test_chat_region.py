@@ -1,7 +1,7 @@
 """"Is it looking here?" in the chat: a region typed, named by place words, painted or uploaded as a mask.
 
 The bundled ``shapes`` model explains images of the demo generator; every number the chat reports is checked against
-:func:`explainer.groundtruth.compare_region` or a direct computation on the explanation's heatmap, and the
+:func:`explainer.evaluation.groundtruth.compare_region` or a direct computation on the explanation's heatmap, and the
 ``shapes-shortcut`` model (which reads a coloured tag, not the shape) must be told its evidence is elsewhere.
 """
 
@@ -20,7 +20,7 @@ from explainer.chat import ChatSession, answer_once
 from explainer.chat import intents as I
 from explainer.demo import generate
 from explainer.demo.generate import draw_plain_shape
-from explainer.groundtruth import EXPECTED_COLOR, compare_region
+from explainer.evaluation.groundtruth import EXPECTED_COLOR, compare_region
 
 EXAMPLES = Path(generate.__file__).parent / "examples"
 SIZE = 128

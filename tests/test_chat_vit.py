@@ -19,10 +19,10 @@ import pytest
 from test_vit import BARS, SIZE, hub_vit
 
 import explainer
-from explainer import transformers
-from explainer.__main__ import main
+from explainer import tokens
 from explainer.chat import ChatSession
 from explainer.chat.session import SettingError, Settings
+from explainer.cli.main import main
 from explainer.layers import depth_layer_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def _pointing_numbers() -> tuple[str, str, str]:
 
 def test_why_uses_hirescam_and_says_why_once(vit):
     chat = ChatSession(vit)
-    assert chat.settings.method is None and chat.state.method == "hirescam" == transformers.DEFAULT_METHOD
+    assert chat.settings.method is None and chat.state.method == "hirescam" == tokens.DEFAULT_METHOD
     first = chat.respond("why?", [_image()])
     text = _plain(first.markdown)
     assert not first.error and first.data["method"] == "hirescam" == first.data["explanation"]["method"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import gap_cnn
 
-from explainer.__main__ import main
+from explainer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from explainer.demo.generate import (
     make_dataset,
     mask_to_box,
 )
-from explainer.statistics import image_statistics
+from explainer.evaluation.image_stats import image_statistics
 
 OPTIONS = {
     "plain_data": {},

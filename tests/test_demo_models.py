@@ -1,8 +1,8 @@
 """The bundled demo models: files, sidecars, and behaviour on a fresh sample of generated images.
 
-The reports come from ``explainer.demo.evaluate`` (the measuring path of the README's numbers, through
-``explainer.metrics``); the thresholds sit a little below those numbers so that a 100-image sample passes reliably
-but a broken or swapped model does not.
+The reports come from ``explainer.demo.report`` (the measuring path of the README's numbers,
+through ``explainer.evaluation.metrics``); the thresholds sit a little below those numbers so that a 100-image sample
+passes reliably but a broken or swapped model does not.
 """
 
 import json
@@ -12,9 +12,9 @@ import pytest
 
 from explainer import explain, load_model
 from explainer.demo import EXAMPLES_DIR, MODEL_NAMES, model_path
-from explainer.demo.evaluate import evaluate_honest, evaluate_plain, evaluate_shortcut
 from explainer.demo.generate import CLASSES, make_dataset
-from explainer.evaluate import demo_dataset, evaluate
+from explainer.demo.report import evaluate_honest, evaluate_plain, evaluate_shortcut
+from explainer.evaluation.method_table import demo_dataset, evaluate
 
 N = 100
 SEED = 31_337  # neither training (1, 2, 10_001, 10_002) nor the evaluations (20_000, 20_002, 20_003)
@@ -79,7 +79,7 @@ def test_honest_model_points_at_the_object(honest_report):
 
 
 def test_demo_report_and_method_table_measure_alike(honest, honest_report):
-    """``python -m explainer.demo.evaluate`` and ``python -m explainer evaluate`` give Grad-CAM the same numbers on
+    """``python -m explainer.demo.report`` and ``python -m explainer evaluate`` give Grad-CAM the same numbers on
     the same images: one measuring path, one tolerance."""
     table = evaluate(honest, demo_dataset(N, SEED, honest.labels), ["gradcam"], steps=1)["gradcam"]
     assert table["pointing"] == pytest.approx(honest_report["pointing"], abs=0.011)

@@ -24,8 +24,8 @@ from pydicom.uid import (
 )
 
 from explainer import ImageError, explain, load_image, load_model
-from explainer.dicom import PIXEL_TAGS, is_dicom
-from explainer.images import IMAGE_SUFFIXES, display_name, load_image_with_notes
+from explainer.inputs.dicom import PIXEL_TAGS, is_dicom
+from explainer.inputs.images import IMAGE_SUFFIXES, display_name, load_image_with_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "PID-12345", "PatientBirthDate": "19700101",
@@ -344,7 +344,7 @@ def test_no_leak_through_the_cli(tmp_path):
 
 
 def test_cli_finds_dicom_in_folders_and_prints_notes(tmp_path, capsys):
-    from explainer.__main__ import main
+    from explainer.cli.main import main
 
     write_dicom(tmp_path / "file.dcm", np.stack([RAMP, RAMP[::-1]]), frames=2)
     compressed(tmp_path / "other.dcm", JPEGBaseline8Bit)

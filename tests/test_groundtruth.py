@@ -10,8 +10,9 @@ import pytest
 from conftest import gap_cnn
 from PIL import Image
 
-from explainer import explain, load_model, metrics
-from explainer.groundtruth import (
+from explainer import explain, load_model
+from explainer.evaluation import metrics
+from explainer.evaluation.groundtruth import (
     EXPECTED_COLOR,
     RegionError,
     box_mask,
@@ -194,7 +195,7 @@ def cli_files(tmp_path_factory):
 
 
 def _cli(capsys, *args):
-    from explainer.__main__ import main
+    from explainer.cli.main import main
 
     code = main(["explain", *map(str, args)])
     out, err = capsys.readouterr()

@@ -19,8 +19,9 @@ import pytest
 from conftest import gap_cnn
 from huggingface_hub import errors as hub_errors
 
-from explainer import ModelError, explain, hub, load_model
-from explainer.__main__ import main
+from explainer import ModelError, explain, load_model
+from explainer.cli.main import main
+from explainer.models import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["red", "green", "blue"]

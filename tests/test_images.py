@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from explainer import ImageError, load_image
-from explainer.images import display_name, load_image_with_notes
+from explainer.inputs.images import display_name, load_image_with_notes
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_notes_and_names(tmp_path, picture):
 def test_a_huge_palette_png_is_refused_from_its_header_in_milliseconds(tmp_path):
     from test_budget import peak_rss_growth
 
-    from explainer.images import pixel_budget
+    from explainer.inputs.images import pixel_budget
 
     path = tmp_path / "layer.png"
     painted = Image.new("P", (12000, 12000), 0)
@@ -170,7 +170,7 @@ def test_a_huge_palette_png_is_refused_from_its_header_in_milliseconds(tmp_path)
 
 
 def test_one_request_decodes_at_most_its_budget_in_all(tmp_path):
-    from explainer.images import pixel_budget
+    from explainer.inputs.images import pixel_budget
 
     paths = [save(Image.new("RGB", (1000, 1000)), tmp_path / f"{i}.png") for i in range(3)]
     with pixel_budget(2_500_000) as budget:
@@ -186,7 +186,7 @@ def test_one_request_decodes_at_most_its_budget_in_all(tmp_path):
 
 
 def test_in_memory_images_keep_the_per_image_limit():
-    from explainer.images import pixel_budget
+    from explainer.inputs.images import pixel_budget
 
     with pixel_budget(None, per_image=100), pytest.raises(ImageError, match="limit is"):
         load_image(np.zeros((20, 20, 3), np.uint8))
@@ -196,7 +196,7 @@ def test_in_memory_images_keep_the_per_image_limit():
 def test_a_dicom_frame_is_counted_from_its_header(tmp_path):
     from test_dicom import write_dicom
 
-    from explainer.images import image_size, pixel_budget
+    from explainer.inputs.images import image_size, pixel_budget
 
     path = write_dicom(tmp_path / "scan.dcm", np.zeros((2, 2), np.uint16), Rows=12000, Columns=9000)
     assert image_size(path) == (9000, 12000)
@@ -212,7 +212,7 @@ def test_a_dicom_frame_is_counted_from_its_header(tmp_path):
 
 
 def test_image_size_reads_headers_only(tmp_path):
-    from explainer.images import image_size
+    from explainer.inputs.images import image_size
 
     assert image_size(save(Image.new("RGB", (30, 20)), tmp_path / "a.png")) == (30, 20)
     (tmp_path / "b.png").write_bytes(b"not an image")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from planted_models import SIZE, planted_squares, trained_model
 
-from explainer import explain, metrics, predict
-from explainer.__main__ import main
+from explainer import explain, predict
 from explainer.cams import BaseCAM, CamBatch
+from explainer.cli.main import main
+from explainer.evaluation import metrics
 from explainer.region import iou_of_boxes, mask_to_box
 
 

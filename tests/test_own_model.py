@@ -17,10 +17,11 @@ from conftest import gap_cnn
 from PIL import Image
 from planted_models import GREY_LABELS, planted_grey, save_keras2_h5, trained_grey_model
 
-from explainer import ModelError, explain, load_model, metrics, predict, probabilities, trusted_paths
-from explainer.__main__ import main
+from explainer import ModelError, explain, load_model, predict, probabilities, trusted_paths
 from explainer.cams.base import is_flat, normalize
 from explainer.cams.scorecam import ScoreCAM, channel_masks
+from explainer.cli.main import main
+from explainer.evaluation import metrics
 from explainer.heads import sigmoid, softmax
 
 FINDINGS = ["effusion", "nodule", "opacity", "fracture"]

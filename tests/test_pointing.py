@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from planted_models import fixture, planted_objects
 
-from explainer import explain, metrics
+from explainer import explain
+from explainer.evaluation import metrics
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from app_server import plain, running_app, shape_png
 
-from explainer.uploads import REFUSED
+from explainer.server.uploads import REFUSED
 
 SECRET = "root:x:0:0:secret-marker"
 
@@ -553,7 +553,7 @@ def test_requests_nobody_reads_are_cancelled_and_stop_counting(gated):
     import threading
     import time
 
-    from explainer.serving import ServerLimits
+    from explainer.server.serving import ServerLimits
 
     release, ran = gated
     unread = ServerLimits().unread_seconds  # the documented default (10 s)

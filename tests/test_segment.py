@@ -16,7 +16,7 @@ import pytest
 from test_dicom import write_dicom
 
 from explainer import explain, load_model
-from explainer.__main__ import main
+from explainer.cli.main import main
 from explainer.demo.generate import CLASSES, draw_plain_shape, make_dataset
 from explainer.errors import ExplainerError
 from explainer.region import iou_of_masks, localize, mask_to_box

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from explainer.serving import McpRequestLimit, ServerLimits, fold, forwarded_allow_ips, jsonrpc_id, painted_mask
+from explainer.server.serving import McpRequestLimit, ServerLimits, fold, forwarded_allow_ips, jsonrpc_id, painted_mask
 
 
 def turn(n: int, pictures: int = 1) -> list[dict]:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from explainer.uploads import REFUSED, UploadRefused, uploaded_file, uploaded_files
+from explainer.server.uploads import REFUSED, UploadRefused, uploaded_file, uploaded_files
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from conftest import gap_cnn
 from keras import ops
 from planted_models import BAR_PATCH, BAR_SIZE, BARS, fixture, hub_vit, planted_bars
 
-from explainer import explain, load_model, metrics, transformers
+from explainer import explain, load_model, tokens
 from explainer.cams import METHODS
 from explainer.engine import compiled
+from explainer.evaluation import metrics
 from explainer.layers import depth_layer_names, find_target_layer, resolve_layer, spatial_layers, walk
 
 SIZE, PATCH, GRID = BAR_SIZE, BAR_PATCH, BAR_SIZE // BAR_PATCH
@@ -87,13 +88,13 @@ def _image(seed: int = 0) -> np.ndarray:
 
 
 def test_token_grid_of_each_kind():
-    assert transformers.token_grid(hub_vit()) == transformers.Tokens(prefix=1, height=8, width=8, dim=32)
-    assert transformers.token_grid(functional_vit()) == transformers.Tokens(prefix=1, height=8, width=8, dim=32)
-    assert transformers.token_grid(functional_vit(class_token=False)).prefix == 0
+    assert tokens.token_grid(hub_vit()) == tokens.Tokens(prefix=1, height=8, width=8, dim=32)
+    assert tokens.token_grid(functional_vit()) == tokens.Tokens(prefix=1, height=8, width=8, dim=32)
+    assert tokens.token_grid(functional_vit(class_token=False)).prefix == 0
     backbone = keras_hub.models.DeiTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=1,
                                              num_heads=2, hidden_dim=16, intermediate_dim=32)
     deit = keras_hub.models.DeiTImageClassifier(backbone=backbone, num_classes=3)
-    assert transformers.token_grid(deit).prefix == 2  # class and distillation tokens
+    assert tokens.token_grid(deit).prefix == 2  # class and distillation tokens
     loaded = load_model(deit, labels=BARS, preprocess="unit")
     norm = f"{backbone.name}/deit_encoder/transformer_block_1/ln_1"  # inside blocks that return (tokens, scores)
     for layer in (None, norm):
@@ -107,11 +108,11 @@ def test_cnns_are_not_transformers():
     x = keras.layers.Conv2D(16, 4, strides=4)(inputs)
     patchify = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
     for model in (gap_cnn(), patchify):
-        assert not transformers.is_transformer(model)
+        assert not tokens.is_transformer(model)
         assert all(path.tokens is None for path in walk(model))
-        assert transformers.default_method(model) == "gradcam"
+        assert tokens.default_method(model) == "gradcam"
     acts, grads = tf.zeros((1, 4, 4, 2)), tf.ones((1, 4, 4, 2))
-    same = transformers.as_feature_maps(None, acts, grads)
+    same = tokens.as_feature_maps(None, acts, grads)
     assert same[0] is acts and same[1] is grads  # a CNN's tensors pass through untouched
 
 
@@ -126,11 +127,11 @@ def test_layer_paths_reach_the_blocks_inside_the_encoder(random_vit):
         "vit_encoder/transformer_block_2", "vit_encoder/transformer_block_2/ln_1",
         "vit_encoder/transformer_block_2/ln_2", "vit_encoder/ln")]
     paths = {p.name.removeprefix(f"{backbone}/"): p for p in walk(model) if p.tokens}
-    assert [transformers.block_of(paths[n]) for n in ("vit_patching_and_embedding", "vit_encoder/transformer_block_1",
+    assert [tokens.block_of(paths[n]) for n in ("vit_patching_and_embedding", "vit_encoder/transformer_block_1",
                                                       "vit_encoder/transformer_block_2/ln_1", "vit_encoder/ln",
                                                       "vit_encoder")] == [0, 1, 2, 2, 2]
-    assert transformers.block_count(walk(model)) == 2
-    assert [p.name for p in transformers.attention_norms(walk(model))] == [
+    assert tokens.block_count(walk(model)) == 2
+    assert [p.name for p in tokens.attention_norms(walk(model))] == [
         f"{backbone}/vit_encoder/transformer_block_{i}/ln_1" for i in (1, 2)]
     assert paths["vit_encoder/ln"].output_shape == (None, 8, 8, 32)
 
@@ -153,10 +154,10 @@ def test_show_layers_speaks_of_blocks(random_vit):
                                         f"{backbone}/vit_encoder/transformer_block_2/ln_1"]
     deep = hub_vit(layers=6, dim=16)
     picked = [resolve_layer(deep, name) for name in depth_layer_names(deep)]
-    assert [transformers.block_of(p) for p in picked] == [0, 2, 4, 6]
+    assert [tokens.block_of(p) for p in picked] == [0, 2, 4, 6]
     assert [p.layer.name for p in picked] == ["vit_patching_and_embedding", "transformer_block_2",
                                               "transformer_block_4", "ln_1"]
-    assert [p.name for p in transformers.block_outputs(walk(functional_vit()))] == ["block1_out", "block2_out"]
+    assert [p.name for p in tokens.block_outputs(walk(functional_vit()))] == ["block1_out", "block2_out"]
 
 
 # --- maps ---------------------------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def test_the_shared_model_is_not_modified(random_vit):
             if isinstance(value, keras.layers.Layer) or (isinstance(value, list) and value
                                                            and isinstance(value[0], keras.layers.Layer)):
                 assert state[key] is value or list(state[key]) == list(value), (layer.name, key)
-            assert not isinstance(state[key], transformers._Hooked)
+            assert not isinstance(state[key], tokens._Hooked)
     assert all(np.array_equal(w.numpy(), old) for w, old in zip(model.weights, weights, strict=True))
     np.testing.assert_array_equal(model(x).numpy(), reference)
 

@@ -22,9 +22,10 @@ import pytest
 from conftest import random_zoo_model
 from keras.src.utils import file_utils
 
-from explainer import ModelError, explain, load_model, zoo
-from explainer.messages import MESSAGES, message
-from explainer.models import preprocess
+from explainer import ModelError, explain, load_model
+from explainer.chat.messages import MESSAGES, message
+from explainer.models import zoo
+from explainer.models.loading import preprocess
 
 ZOO_NAMES = [
     "mobilenet_v2",
@@ -327,7 +328,7 @@ def test_default_is_shapes_offline_without_weights(offline):
 def test_default_is_mobilenet_when_cached(offline, cached_mobilenet):
     name, reason = zoo.default_model_name()
     assert name == "mobilenet_v2"
-    assert reason == message("default_model.cached", model="MobileNetV2")
+    assert reason == zoo._DEFAULT_REASONS["cached"].format(model="MobileNetV2")
 
 
 def test_default_is_mobilenet_when_downloads_are_allowed_without_touching_the_network(online, monkeypatch):
@@ -337,7 +338,7 @@ def test_default_is_mobilenet_when_downloads_are_allowed_without_touching_the_ne
     monkeypatch.setitem(zoo.ZOO, "mobilenet_v2", dataclasses.replace(zoo.ZOO["mobilenet_v2"], builder=no_build))
     name, reason = zoo.default_model_name()
     assert name == "mobilenet_v2"
-    assert reason == message("default_model.download", model="MobileNetV2")
+    assert reason == zoo._DEFAULT_REASONS["download"].format(model="MobileNetV2")
 
 
 def test_environment_variable_chooses_the_default(offline, monkeypatch):
@@ -351,13 +352,16 @@ def test_every_catalogue_sentence_renders():
     import string
 
     fields = {"name": "n", "model": "M", "fallback": "shapes", "file": "f.h5", "folder": "~/.keras/models"}
-    for text in MESSAGES.values():  # every placeholder any sentence uses (the chat's as well as the zoo's)
+    sentences = {**MESSAGES, **zoo._DEFAULT_REASONS}
+    for text in sentences.values():  # every placeholder any sentence uses (the chat's as well as the zoo's)
         fields.update({f: 0.5 if spec else "x" for _t, f, spec, _c in string.Formatter().parse(text)
                        if f and f not in fields})
     for key in MESSAGES:
         assert "{" not in message(key, **fields)
+    for text in zoo._DEFAULT_REASONS.values():
+        assert "{" not in text.format(**fields)
     with pytest.raises(KeyError):
-        message("default_model.offline", model="M")
+        message("ask.why_not")
 
 
 # --- through the public API -----------------------------------------------------------------

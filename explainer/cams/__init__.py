@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..errors import ExplainerError
-from .base import BaseCAM, CamBatch, normalize
-from .eigencam import EigenCAM
-from .gradcam import GradCAM
-from .gradcampp import GradCAMPlusPlus
-from .hirescam import HiResCAM
-from .layercam import LayerCAM
-from .scorecam import ScoreCAM
-from .xgradcam import XGradCAM
+from explainer.cams.base import BaseCAM, CamBatch, normalize
+from explainer.cams.eigencam import EigenCAM
+from explainer.cams.gradcam import GradCAM
+from explainer.cams.gradcampp import GradCAMPlusPlus
+from explainer.cams.hirescam import HiResCAM
+from explainer.cams.layercam import LayerCAM
+from explainer.cams.scorecam import ScoreCAM
+from explainer.cams.xgradcam import XGradCAM
+from explainer.errors import ExplainerError
 
 #: Every method by its key. Adding a method is one module (a :class:`BaseCAM` subclass with its facts:
 #: ``name``, ``display_name``, ``aliases``, ``class_agnostic``, ``slow``) plus its class in this tuple; the engine,

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..heads import probabilities, softmax
+from explainer.heads import probabilities, softmax
 
 __all__ = ["BaseCAM", "CamBatch", "is_flat", "normalize", "probabilities", "softmax"]
 

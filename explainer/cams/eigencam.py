@@ -9,7 +9,7 @@ an SVD's sign is arbitrary, and an upside-down map would point at the background
 import numpy as np
 import tensorflow as tf
 
-from .base import BaseCAM, CamBatch
+from explainer.cams.base import BaseCAM, CamBatch
 
 
 def first_component(features: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ logit, as in pytorch-grad-cam's ``grad_cam_plusplus.py``.
 
 import numpy as np
 
-from .base import BaseCAM, CamBatch
+from explainer.cams.base import BaseCAM, CamBatch
 
 
 class GradCAMPlusPlus(BaseCAM):

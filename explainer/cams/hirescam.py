@@ -6,7 +6,7 @@ Conv → GAP → Dense head the gradient is constant over space and HiResCAM equ
 
 import numpy as np
 
-from .base import BaseCAM, CamBatch
+from explainer.cams.base import BaseCAM, CamBatch
 
 
 class HiResCAM(BaseCAM):

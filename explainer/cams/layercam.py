@@ -5,7 +5,7 @@ Only positive gradients count, position by position, which keeps fine detail and
 
 import numpy as np
 
-from .hirescam import HiResCAM
+from explainer.cams.hirescam import HiResCAM
 
 
 class LayerCAM(HiResCAM):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import BaseCAM, CamBatch, normalize, probabilities
+from explainer.cams.base import BaseCAM, CamBatch, normalize, probabilities
 
 DEFAULT_TOP_N = 64
 _CV_CHANNELS = 512  # cv2.resize handles at most this many channels at once

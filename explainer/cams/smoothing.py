@@ -14,12 +14,12 @@ import dataclasses
 
 import numpy as np
 
-from ..engine import explain
-from ..images import load_image
-from ..region import DEFAULT_THRESHOLD
-from . import get_method
-from .base import BaseCAM, CamBatch
-from .eigencam import first_component
+from explainer.cams import get_method
+from explainer.cams.base import BaseCAM, CamBatch
+from explainer.cams.eigencam import first_component
+from explainer.engine import explain
+from explainer.inputs.images import load_image
+from explainer.region import DEFAULT_THRESHOLD
 
 #: (horizontal flip, brightness factor) of every test-time variant; the first is the image itself.
 AUGMENTATIONS: tuple[tuple[bool, float], ...] = (

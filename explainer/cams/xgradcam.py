@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import BaseCAM, CamBatch
+from explainer.cams.base import BaseCAM, CamBatch
 
 _EPS = 1e-7
 

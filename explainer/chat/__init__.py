@@ -14,8 +14,8 @@ The package in layers, each importing only the ones below it:
 * :mod:`~explainer.chat.questions` — the registry of questions: rules, answers, which need an image;
 * :mod:`~explainer.chat.answers` — one function per question: the state and the intent in, a :class:`Reply` out;
 * :mod:`~explainer.chat.intents` (reading messages), :mod:`~explainer.chat.session` (state only: settings,
-  images, caches), :mod:`~explainer.chat.checks` (measurements), :mod:`~explainer.chat.text` (templates),
-  :mod:`~explainer.chat.models_menu` (which models a visitor can use).
+  images, caches), :mod:`~explainer.chat.checks` (measurements) and :mod:`~explainer.prose` (templates, below the
+  chat). Which models a visitor can use is the server's (:mod:`explainer.server.shelf`).
 
 :func:`answer_once` answers one question about one image without keeping a conversation (the API endpoint).
 Everything the app needs is importable from here.
@@ -23,26 +23,15 @@ Everything the app needs is importable from here.
 
 from __future__ import annotations
 
-from .answers import EXAMPLE_QUESTIONS
-from .bot import ChatSession, answer_once, vocab
-from .intents import Intent, Vocab
-from .models_menu import (
-    DEMO_MODEL_NAMES,
-    EXAMPLES_DIR,
-    ModelMenu,
-    ModelShelf,
-    UploadRegistry,
-    builtin_choices,
-    load_default,
-)
-from .questions import INTENTS, QUESTIONS, RULES, Question, parse
-from .reply import Reply
-from .session import MAX_TOP_K, ExpectedRegion, ImageEntry, SessionState, SettingError, Settings
-from .text import escape_markdown, render
+from explainer.chat.answers import EXAMPLE_QUESTIONS
+from explainer.chat.bot import ChatSession, answer_once, vocab
+from explainer.chat.intents import Intent, Vocab
+from explainer.chat.questions import INTENTS, QUESTIONS, RULES, Question, parse
+from explainer.chat.reply import Reply
+from explainer.chat.session import MAX_TOP_K, ExpectedRegion, ImageEntry, SessionState, SettingError, Settings
+from explainer.prose import escape_markdown, render
 
 __all__ = [
-    "DEMO_MODEL_NAMES",
-    "EXAMPLES_DIR",
     "EXAMPLE_QUESTIONS",
     "INTENTS",
     "MAX_TOP_K",
@@ -52,19 +41,14 @@ __all__ = [
     "ExpectedRegion",
     "ImageEntry",
     "Intent",
-    "ModelMenu",
-    "ModelShelf",
     "Question",
     "Reply",
     "SessionState",
     "SettingError",
     "Settings",
-    "UploadRegistry",
     "Vocab",
     "answer_once",
-    "builtin_choices",
     "escape_markdown",
-    "load_default",
     "parse",
     "render",
     "vocab",

@@ -1,7 +1,7 @@
 """One function per question: the conversation's state and the parsed message in, a :class:`Reply` out.
 
 Every sentence comes from a template in ``templates/`` filled with numbers measured on the current image, and every
-caption and clickable follow-up from the catalogue (:mod:`explainer.messages`); the functions here only gather
+caption and clickable follow-up from the catalogue (:mod:`explainer.chat.messages`); the functions here only gather
 those numbers (from the state's cache whenever possible) and pick pictures and follow-ups. They read and fill a
 :class:`~explainer.chat.session.SessionState` and know nothing of the conversation around them
 (:mod:`explainer.chat.bot`); :mod:`explainer.chat.questions` registers which question each answers.
@@ -17,10 +17,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .. import metrics
-from ..cams import METHODS, method_key
-from ..errors import AmbiguousClassError, ClassError, ExplainerError
-from ..groundtruth import (
+from explainer.cams import METHODS, method_key
+from explainer.chat import intents as I
+from explainer.chat.checks import (
+    Structure,
+    Unusual,
+    deletion_scores,
+    image_structure,
+    occlusion_check,
+    out_of_distribution,
+)
+from explainer.chat.intents import THRESHOLD_STEP, Intent, region_phrase
+from explainer.chat.messages import message
+from explainer.chat.reply import Reply
+from explainer.chat.session import ExpectedRegion, ImageEntry, SessionState, SettingError, setting_number
+from explainer.errors import AmbiguousClassError, ClassError, ExplainerError
+from explainer.evaluation import metrics
+from explainer.evaluation.groundtruth import (
     WRONG_REASON_THRESHOLD,
     RegionError,
     box_mask,
@@ -30,18 +43,12 @@ from ..groundtruth import (
     read_mask,
     region_from_text,
 )
-from ..layers import depth_layers, usable_layers
-from ..messages import message
-from ..render import COLORMAPS, bar_chart, crop_region, draw_region, tile
-from ..result import Explanation, Prediction
-from ..transformers import DEFAULT_METHOD as TRANSFORMER_METHOD
-from ..transformers import block_count
-from . import intents as I
-from .checks import Structure, Unusual, deletion_scores, image_structure, occlusion_check, out_of_distribution
-from .intents import THRESHOLD_STEP, Intent, region_phrase
-from .reply import Reply
-from .session import ExpectedRegion, ImageEntry, SessionState, SettingError, setting_number
-from .text import clean_text, render
+from explainer.layers import depth_layers, usable_layers
+from explainer.prose import one_line, render
+from explainer.render import COLORMAPS, bar_chart, crop_region, draw_region, tile
+from explainer.result import Explanation, Prediction
+from explainer.tokens import DEFAULT_METHOD as TRANSFORMER_METHOD
+from explainer.tokens import block_count
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ def ask(key: str, **fields: Any) -> str:
 
 def caption(key: str, **fields: Any) -> str:
     """A picture's caption from the catalogue (``caption.<key>``), on one line, cut to :data:`CAPTION_CHARS`."""
-    return clean_text(message(f"caption.{key}", **fields), CAPTION_CHARS)
+    return one_line(message(f"caption.{key}", **fields), CAPTION_CHARS)
 
 
 #: Questions shown when the user needs ideas.
@@ -712,7 +719,7 @@ def expected_from_text(state: SessionState, text: str) -> ExpectedRegion:
     box = _scaled_box(shown, entry)
     words = not any(ch.isdigit() for ch in phrase)
     return ExpectedRegion(entry.number, box_mask(box, entry.image.shape[:2]), box, "words" if words else "box",
-                          said=clean_text(phrase, 80), shown_box=shown)
+                          said=one_line(phrase, 80), shown_box=shown)
 
 
 def _scaled_box(box: tuple[int, int, int, int], entry: ImageEntry) -> tuple[int, int, int, int]:
@@ -730,7 +737,7 @@ def expected_from_mask(state: SessionState, source: Any) -> ExpectedRegion:
 
     ``source`` is an array (H×W or H×W×C, any dtype: the non-zero or bright part; an RGBA brush layer: where alpha
     is above 0), a PIL image, a file path or an upload dict ``{"path": ...}`` (see
-    :func:`explainer.groundtruth.read_mask`).
+    :func:`explainer.evaluation.groundtruth.read_mask`).
 
     Raises
     ------

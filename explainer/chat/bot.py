@@ -16,20 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from ..cams import METHODS
-from ..errors import ExplainerError, ImageError
-from ..images import display_name
-from ..layers import usable_layers
-from ..messages import message
-from ..models import LoadedModel
-from ..render import COLORMAPS
-from . import answers
-from . import intents as I
-from .intents import Intent, Vocab
-from .questions import QUESTIONS, parse
-from .reply import Reply
-from .session import ImageEntry, ModelLoader, SessionState, SettingError, Settings
-from .text import render
+from explainer.cams import METHODS
+from explainer.chat import answers
+from explainer.chat import intents as I
+from explainer.chat.intents import Intent, Vocab
+from explainer.chat.messages import message
+from explainer.chat.questions import QUESTIONS, parse
+from explainer.chat.reply import Reply
+from explainer.chat.session import ImageEntry, ModelLoader, SessionState, SettingError, Settings
+from explainer.errors import ExplainerError, ImageError
+from explainer.inputs.images import display_name
+from explainer.layers import usable_layers
+from explainer.models.loading import LoadedModel
+from explainer.prose import render
+from explainer.render import COLORMAPS
 
 logger = logging.getLogger(__name__)
 

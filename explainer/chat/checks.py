@@ -3,7 +3,7 @@
 * :func:`occlusion_check` hides the highlighted box (filled with the image's mean colour) and, for comparison,
   equally large boxes at random places, and re-classifies: if the map is right about where the evidence is,
   hiding the box must hurt the class more than hiding a random box.
-* :func:`deletion_scores` wraps :func:`explainer.metrics.deletion_auc` with a random-order baseline, so the
+* :func:`deletion_scores` wraps :func:`explainer.evaluation.metrics.deletion_auc` with a random-order baseline, so the
   number comes with something to compare it to.
 * :func:`out_of_distribution` compares cheap image statistics with the ``reference`` block of a model's sidecar.
 * :func:`image_structure` tells a blank or near-blank image (one colour, no structure), on which any answer of
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import metrics
-from ..engine import predict
-from ..models import LoadedModel, resize
-from ..region import iou_of_boxes
-from ..result import Explanation, Prediction
-from ..statistics import image_statistics
+from explainer.engine import predict
+from explainer.evaluation import metrics
+from explainer.evaluation.image_stats import image_statistics
+from explainer.models.loading import LoadedModel, resize
+from explainer.region import iou_of_boxes
+from explainer.result import Explanation, Prediction
 
 #: Random boxes hidden for the comparison.
 RANDOM_BOXES = 6

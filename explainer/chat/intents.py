@@ -18,9 +18,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..cams import METHODS, spellings
-from ..labels import normalize as normalize_label
-from .text import clean_text
+from explainer.cams import METHODS, spellings
+from explainer.labels import normalize as normalize_label
+from explainer.prose import one_line
 
 # Intent names (the registry in explainer/chat/questions.py gives each its rules and its answer).
 WHAT = "what"
@@ -139,9 +139,10 @@ class Intent:
         is then what it reads as (a fraction for opacity and threshold), or None when it is not a plain number
         (an exponent): :func:`explainer.chat.session.setting_number` checks both.
     region : str or None
-        Where the user expects the evidence, as typed and tidied for :func:`explainer.groundtruth.region_from_text`:
-        four numbers (``"40, 60, 80, 80"``, or ``"corners 10, 10, 50, 50"`` when the message said so) or place
-        words of the 3×3 grid (``"lower left"``). None in an "is it looking where it should?" that names no place.
+        Where the user expects the evidence, as typed and tidied for
+        :func:`explainer.evaluation.groundtruth.region_from_text`: four numbers (``"40, 60, 80, 80"``, or
+        ``"corners 10, 10, 50, 50"`` when the message said so) or place words of the 3×3 grid (``"lower left"``).
+        None in an "is it looking where it should?" that names no place.
     """
 
     name: str
@@ -226,7 +227,7 @@ def interpret(text: str, vocab: Vocab | None, rules: Sequence[tuple[str, Rule]])
 
 
 def _read(text: str, vocab: Vocab) -> Message:
-    raw = clean_text(text or "", MAX_QUESTION_CHARS).replace("’", "'").replace("‘", "'")
+    raw = one_line(text or "", MAX_QUESTION_CHARS).replace("’", "'").replace("‘", "'")
     lowered = raw.lower().replace("“", '"').replace("”", '"')
     tokens = [(m.group().strip(".'\"-:;,!"), m.end()) for m in re.finditer(r"[\w+/.'\-:]+|\?", lowered)]
     tokens = [(w, end) for w, end in tokens if w and w != "?"]
@@ -670,7 +671,7 @@ def expected(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
 
 
 def region_phrase(text: str) -> str | None:
-    """The region a message states, tidied for :func:`explainer.groundtruth.region_from_text`, or None.
+    """The region a message states, tidied for :func:`explainer.evaluation.groundtruth.region_from_text`, or None.
 
     Exactly four numbers are a box: ``"40, 60, 80, 80"`` (x, y, width, height), or ``"corners 10, 10, 50, 50"``
     when the message says so ("x1,y1,x2,y2", "corners", "from 10,10 to 50,50"). Otherwise place words of the 3×3
@@ -686,7 +687,7 @@ def region_phrase(text: str) -> str | None:
     str or None
         None when the message states no region.
     """
-    raw = clean_text(str(text or ""), MAX_QUESTION_CHARS)
+    raw = one_line(str(text or ""), MAX_QUESTION_CHARS)
     numbers = _BOX_NUMBER.findall(raw)
     if len(numbers) == 4:
         corners = _CORNERS.search(raw.lower()) is not None
@@ -711,7 +712,7 @@ def names_mask(text: str) -> bool:
     "here is the mask", "mask of the lesion", "the expected region", "ground truth"; but "is it a mask?" asks about a
     class (ImageNet has one).
     """
-    lowered = clean_text(str(text or ""), MAX_QUESTION_CHARS).lower()
+    lowered = one_line(str(text or ""), MAX_QUESTION_CHARS).lower()
     return _has(lowered, _MASK_WORDS) and not _has(lowered, _MASK_AS_CLASS)
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import answers as A
-from . import intents as I
-from .intents import Intent, Rule, Vocab, interpret
-from .reply import Reply
-from .session import SessionState
+from explainer.chat import answers as A
+from explainer.chat import intents as I
+from explainer.chat.intents import Intent, Rule, Vocab, interpret
+from explainer.chat.reply import Reply
+from explainer.chat.session import SessionState
 
 Answer = Callable[[SessionState, Intent], Reply]
 

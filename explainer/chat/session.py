@@ -21,18 +21,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..cams import METHODS, method_key
-from ..engine import default_method, explain
-from ..errors import ClassError, ExplainerError, ImageError
-from ..images import load_image_with_notes
-from ..labels import match_label
-from ..layers import LayerPath, resolve_layer, spatial_layers
-from ..messages import quote
-from ..models import LoadedModel
-from ..region import DEFAULT_THRESHOLD
-from ..render import COLORMAPS, DEFAULT_COLORMAP, overlay
-from ..result import Explanation
-from ..transformers import is_transformer
+from explainer.cams import METHODS, method_key
+from explainer.engine import default_method, explain
+from explainer.errors import ClassError, ExplainerError, ImageError
+from explainer.inputs.images import load_image_with_notes
+from explainer.labels import match_label
+from explainer.layers import LayerPath, resolve_layer, spatial_layers
+from explainer.models.loading import LoadedModel
+from explainer.prose import quote
+from explainer.region import DEFAULT_THRESHOLD
+from explainer.render import COLORMAPS, DEFAULT_COLORMAP, overlay
+from explainer.result import Explanation
+from explainer.tokens import is_transformer
 
 #: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
 #: anyway, and overlays of a 12-megapixel photo would cost memory and time in every answer.
@@ -291,7 +291,7 @@ class SessionState:
     @property
     def method(self) -> str:
         """The method key maps are made with: the user's choice, else the model's default (Grad-CAM, or HiResCAM for
-        a vision transformer, chosen by a pointing test: :data:`explainer.transformers.DEFAULT_METHOD`)."""
+        a vision transformer, chosen by a pointing test: :data:`explainer.tokens.DEFAULT_METHOD`)."""
         return self.settings.method or default_method(self.model)
 
     @property

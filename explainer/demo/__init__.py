@@ -2,7 +2,7 @@
 
 ``shapes`` is the honest classifier; ``shapes-shortcut`` is the "Clever Hans" model that
 learned a class-coloured corner tag instead of the shape. Files live in ``models/``;
-``python -m explainer.demo.train`` rebuilds them and ``python -m explainer.demo.evaluate``
+``python -m explainer.demo.train`` rebuilds them and ``python -m explainer.demo.report``
 measures them.
 """
 

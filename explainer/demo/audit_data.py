@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .generate import CLASSES, make_dataset
+from explainer.demo.generate import CLASSES, make_dataset
 
 #: Seed of the audit images (training uses 1 and 2, held-out sets 10_001-10_002, evaluations 20_000-20_003).
 AUDIT_SEED = 30_000

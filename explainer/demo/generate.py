@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..region import mask_to_box
+from explainer.region import mask_to_box
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 

@@ -16,7 +16,7 @@ Each ``.keras`` file gets a JSON sidecar with the same stem: ``labels``, ``prepr
 epochs, held-out accuracy, data options) and ``reference``, the in-distribution statistics
 for an out-of-distribution warning. ``reference`` keys (all pixel values in 0..255, images
 resized to the input size first; per-image statistics are those of
-:func:`explainer.statistics.image_statistics`):
+:func:`explainer.evaluation.image_stats.image_statistics`):
 
 ``pixel_mean``, ``pixel_std``
     Per-channel (R, G, B) mean and standard deviation over all training pixels.
@@ -53,7 +53,7 @@ from explainer.demo.generate import (
     ShapesData,
     make_dataset,
 )
-from explainer.statistics import image_statistics
+from explainer.evaluation.image_stats import image_statistics
 
 HELD_OUT_SEED_OFFSET = 10_000  # validation data for the sidecar; evaluation uses other seeds
 _QUANTILES = {"p01": 1, "p05": 5, "p50": 50, "p95": 95, "p99": 99}
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         train(RECIPES[name], args.out)
     if not args.no_eval:
-        from explainer.demo.evaluate import evaluate_models
+        from explainer.demo.report import evaluate_models
 
         evaluate_models(names, n=args.eval_n, models_dir=args.out)
 

@@ -6,11 +6,11 @@ mask IoU on held-out demo images (``benchmarks/bench_segment.py``; the table: RE
 
 from __future__ import annotations
 
-from ..errors import ExplainerError
-from .base import BaseSegmenter, SegmentInput, largest_component
-from .grabcut import GrabCutSegmenter, SoftGrabCutSegmenter
-from .otsu import OtsuSegmenter
-from .threshold import ThresholdSegmenter
+from explainer.errors import ExplainerError
+from explainer.segment.base import BaseSegmenter, SegmentInput, largest_component
+from explainer.segment.grabcut import GrabCutSegmenter, SoftGrabCutSegmenter
+from explainer.segment.otsu import OtsuSegmenter
+from explainer.segment.threshold import ThresholdSegmenter
 
 #: Every method by its key; adding one is a module with its facts (``name``, ``display_name``, ``aliases``,
 #: ``needs_image``, ``summary``) plus its class here.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import BaseSegmenter, SegmentInput
+from explainer.segment.base import BaseSegmenter, SegmentInput
 
 SURE_FOREGROUND = 0.9
 SURE_BACKGROUND = 0.1
@@ -124,7 +124,7 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     """``uint8`` H×W×3 BGR from RGB, RGBA, or grey (H×W or H×W×1, replicated to three channels)."""
     pixels = np.asarray(image)
     if pixels.dtype != np.uint8:
-        raise ValueError("GrabCut needs a uint8 image (load it with explainer.images.load_image)")
+        raise ValueError("GrabCut needs a uint8 image (load it with explainer.inputs.images.load_image)")
     if pixels.ndim == 2 or pixels.shape[-1] == 1:
         return np.ascontiguousarray(np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, axis=-1))
     return np.ascontiguousarray(pixels[..., 2::-1])

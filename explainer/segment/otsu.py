@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import BaseSegmenter, SegmentInput
+from explainer.segment.base import BaseSegmenter, SegmentInput
 
 
 class OtsuSegmenter(BaseSegmenter):

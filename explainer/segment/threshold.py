@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BaseSegmenter, SegmentInput
+from explainer.segment.base import BaseSegmenter, SegmentInput
 
 
 class ThresholdSegmenter(BaseSegmenter):

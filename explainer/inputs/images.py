@@ -2,7 +2,7 @@
 
 Decoding goes through Pillow, which knows the formats people actually upload (EXIF-rotated JPEG photos, palette
 and RGBA PNG, 16-bit TIFF, CMYK JPEG, animated GIF) and refuses decompression bombs before allocating them.
-DICOM files (``.dcm``, or the DICOM marker whatever the name) go through pydicom (see :mod:`explainer.dicom`).
+DICOM files (``.dcm``, or the DICOM marker whatever the name) go through pydicom (see :mod:`explainer.inputs.dicom`).
 
 Every image read from a file is counted against a pixel budget *before* it is decoded, from the size its header
 declares (Pillow and pydicom read headers lazily): at most :data:`MAX_PIXELS` per image, and, inside
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import dicom
-from .errors import ImageError
-from .messages import quote
+from explainer.errors import ImageError
+from explainer.inputs import dicom
+from explainer.prose import quote
 
 #: Largest image we decode, in pixels (about 40 megapixels, a large phone photo). Bigger images are refused
 #: before decoding, so a 20000x20000 upload or a decompression bomb cannot exhaust memory.

@@ -21,13 +21,13 @@ import cv2
 import keras
 import numpy as np
 
-from . import hub
-from .demo import MODEL_NAMES as DEMO_MODELS
-from .demo import model_path as demo_model_path
-from .errors import ModelError
-from .graph import find_head
-from .heads import DEFAULT_DECISION_THRESHOLD, HEADS
-from .images import load_image
+from explainer.demo import MODEL_NAMES as DEMO_MODELS
+from explainer.demo import model_path as demo_model_path
+from explainer.errors import ModelError
+from explainer.graph import find_head
+from explainer.heads import DEFAULT_DECISION_THRESHOLD, HEADS
+from explainer.inputs.images import load_image
+from explainer.models import hub
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def load_model(
     spec : str, path, keras.Model or None
         A ``.keras``/``.h5`` file, a built-in name (``shapes``, ``shapes-shortcut``, or an ImageNet model such as
         ``mobilenet_v2``), a Hugging Face model ``hf://owner/repo`` or a Keras Hub preset name (see
-        :mod:`explainer.hub`), an in-memory Keras model, or ``None`` for the default model
+        :mod:`explainer.models.hub`), an in-memory Keras model, or ``None`` for the default model
         (see :func:`default_model`).
     labels : list of str or path, optional
         Class names, or a text file with one label a line. Overrides the sidecar.
@@ -222,7 +222,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_model() -> tuple[str, str]:
     """The default model name and the reason it was chosen (shown to the user)."""
-    from . import zoo
+    from explainer.models import zoo
 
     return zoo.default_model_name()
 
@@ -253,7 +253,7 @@ def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict,
     if path.suffix.lower() in MODEL_SUFFIXES or path.exists():
         trusted = is_trusted(path) if trust is None else trust
         return load_model_file(path, trust=trusted), read_sidecar(path), str(path)
-    from . import zoo
+    from explainer.models import zoo
 
     zoo_name = zoo.resolve_name(name)
     if zoo_name is None:
@@ -277,7 +277,7 @@ def _load_spec(spec: str, trust: bool | None = None) -> tuple[keras.Model, dict,
 
 
 def _open_downloaded(path: Path) -> tuple[keras.Model, dict]:
-    """A model file fetched from the Hub, never trusted, with its sidecar (see :mod:`explainer.hub`)."""
+    """A model file fetched from the Hub, never trusted, with its sidecar (see :mod:`explainer.models.hub`)."""
     return load_model_file(path, trust=False), read_sidecar(path)
 
 

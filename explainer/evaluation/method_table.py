@@ -3,7 +3,7 @@
 Data: the generated shapes (:func:`explainer.demo.generate.make_dataset` with :data:`EVALUATION_SEED`, a seed used
 neither for training nor for the sidecar's held-out set), or your own folder (``--data DIR``) laid out as::
 
-    DIR/images/<name>.png   (or any format of :data:`explainer.images.IMAGE_SUFFIXES`)
+    DIR/images/<name>.png   (or any format of :data:`explainer.inputs.images.IMAGE_SUFFIXES`)
     DIR/masks/<name>.png    same stem; the object is every non-zero pixel (resized, nearest, if sizes differ)
 
 The class explained is the true shape when the model's labels are the demo classes, otherwise the model's top
@@ -28,14 +28,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import metrics
-from .cams import METHODS, get_method
-from .engine import explain, predict
-from .errors import ExplainerError
-from .images import IMAGE_SUFFIXES, load_image
-from .models import load_model
-from .region import DEFAULT_THRESHOLD, mask_to_box
-from .segment import SEGMENTERS, get_segmenter
+from explainer.cams import METHODS, get_method
+from explainer.engine import explain, predict
+from explainer.errors import ExplainerError
+from explainer.evaluation import metrics
+from explainer.inputs.images import IMAGE_SUFFIXES, load_image
+from explainer.models.loading import load_model
+from explainer.region import DEFAULT_THRESHOLD, mask_to_box
+from explainer.segment import SEGMENTERS, get_segmenter
 
 #: Seed of the demo evaluation images (training uses 1 and 2, the sidecar's held-out set 10_001 and 10_002).
 EVALUATION_SEED = 20_000
@@ -80,7 +80,7 @@ class Dataset:
 
 def demo_dataset(n: int, seed: int = EVALUATION_SEED, labels: list[str] | None = None) -> Dataset:
     """``n`` generated shapes images with their masks; true labels kept if ``labels`` are the demo classes."""
-    from .demo.generate import CLASSES, make_dataset
+    from explainer.demo.generate import CLASSES, make_dataset
 
     data = make_dataset(n, seed)
     known = labels is not None and [label.lower() for label in labels] == list(CLASSES)
@@ -132,7 +132,7 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
         Method names (see :data:`explainer.cams.METHODS`).
     steps, threshold, tolerance :
         Deletion/insertion steps, localization threshold, pointing tolerance in pixels (None: TorchRay's 15 px
-        per 224 px of each image's larger side, see :func:`explainer.metrics.scaled_tolerance`).
+        per 224 px of each image's larger side, see :func:`explainer.evaluation.metrics.scaled_tolerance`).
     batch_size : int
         Images explained per call.
     layer : str, optional

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from explainer.errors import ImageError
 
 #: How messages refer to a DICOM file: never by its name.
 DICOM_NAME = "the DICOM file"
@@ -122,8 +122,8 @@ def read_dicom(path: str | os.PathLike, charge: Charge) -> tuple[np.ndarray, lis
         The file (any name; see :func:`is_dicom`).
     charge : callable
         Called with the frame's (width, height) from the header before anything is decoded; raises
-        :class:`ImageError` for a frame over the pixel budget (see :func:`explainer.images.charge`). Only the first
-        frame is decoded, so only it is counted.
+        :class:`ImageError` for a frame over the pixel budget (see :func:`explainer.inputs.images.charge`). Only the
+        first frame is decoded, so only it is counted.
 
     Returns
     -------

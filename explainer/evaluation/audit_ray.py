@@ -1,9 +1,9 @@
 """The Ray engine of ``python -m explainer audit --engine ray``: the same audit spread over a Ray cluster.
 
-A Ray Data pipeline: a dataset of the planned images (:class:`~explainer.audit.AuditItem`, one JSON row each, read
-by the workers from their paths), ``map_batches`` with :class:`AuditWorker` (a callable class: each actor loads the
-model once and runs :func:`explainer.audit.process_batch`, the local engine's own batched ``explain``), and the
-records streamed back in order to the driver, which writes them through the same collector as the local engine.
+A Ray Data pipeline: a dataset of the planned images (:class:`~explainer.evaluation.audit.AuditItem`, one JSON row each,
+read by the workers from their paths), ``map_batches`` with :class:`AuditWorker` (a callable class: each actor loads the
+model once and runs :func:`explainer.evaluation.audit.process_batch`, the local engine's own batched ``explain``), and
+the records streamed back in order to the driver, which writes them through the same collector as the local engine.
 
 With ``RAY_ADDRESS`` set, the driver connects to that cluster and ships this package to the workers
 (``runtime_env`` ``py_modules``); the workers need the project's requirements installed and must see the images,
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import AuditError, AuditItem, AuditOptions, ModelSpec, process_batch
+from explainer.evaluation.audit import AuditError, AuditItem, AuditOptions, ModelSpec, process_batch
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the explainer package, shipped to the workers
 
 
 class AuditWorker:
@@ -34,9 +34,9 @@ class AuditWorker:
     Parameters
     ----------
     spec : dict
-        A :class:`~explainer.audit.ModelSpec` as a dict.
+        A :class:`~explainer.evaluation.audit.ModelSpec` as a dict.
     options : dict
-        An :class:`~explainer.audit.AuditOptions` as a dict.
+        An :class:`~explainer.evaluation.audit.AuditOptions` as a dict.
     threads : int
         TensorFlow's intra- and inter-op threads: the CPUs Ray reserved for this actor, so that actors sharing a
         machine do not each start one thread per core.
@@ -73,7 +73,7 @@ def run_ray(spec: ModelSpec, items: list[AuditItem], options: AuditOptions, work
     spec : ModelSpec
         How each worker loads the model (paths must be visible to the workers).
     items, options :
-        As for :func:`explainer.audit.run_local`.
+        As for :func:`explainer.evaluation.audit.run_local`.
     workers : int, optional
         Number of model actors (default: the cluster's CPUs divided by ``cpus_per_worker``).
     cpus_per_worker : int

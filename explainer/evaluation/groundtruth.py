@@ -7,7 +7,7 @@ nearest), or as place words from the same 3×3 grid :mod:`explainer.region` desc
 * **energy inside** — share of the map's total heat inside the region (the energy-based pointing game of the
   Score-CAM paper, Wang et al. 2020); a map spread evenly scores the region's share of the image (``coverage``);
 * **hit** — whether the map's peak falls in the region, within the pointing-game tolerance of
-  :mod:`explainer.metrics` (TorchRay's 15 px per 224 px of the image's larger side);
+  :mod:`explainer.evaluation.metrics` (TorchRay's 15 px per 224 px of the image's larger side);
 * **IoU** — intersection over union of the localized region (``result.region.mask``) with the expected one.
 
 >>> comparison = compare_region(result, box=(40, 60, 80, 80))
@@ -28,12 +28,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import dicom, metrics
-from .errors import ExplainerError
-from .images import _open as open_image_file  # Pillow with the project's size limits and plain error messages
-from .images import load_image
-from .region import iou_of_masks
-from .result import Explanation
+from explainer.errors import ExplainerError
+from explainer.evaluation import metrics
+from explainer.inputs import dicom
+from explainer.inputs.images import (
+    _open as open_image_file,  # Pillow with the project's size limits and plain error messages
+)
+from explainer.inputs.images import load_image
+from explainer.region import iou_of_masks
+from explainer.result import Explanation
 
 #: Energy inside below which a correct prediction counts as "right for the wrong reason" (audit default).
 WRONG_REASON_THRESHOLD = 0.3
@@ -310,7 +313,7 @@ def compare_region(
         The region painted on the image (see :func:`read_mask`); resized (nearest) when its size differs.
     tolerance : int, optional
         Pixels by which the peak may miss the region and still hit; by default TorchRay's, as everywhere in the
-        project (:data:`explainer.metrics.POINTING_TOLERANCE` × the image's larger side).
+        project (:data:`explainer.evaluation.metrics.POINTING_TOLERANCE` × the image's larger side).
 
     Returns
     -------

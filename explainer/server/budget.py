@@ -43,7 +43,7 @@ from typing import Any
 import h5py
 import keras
 
-from .errors import ModelError
+from explainer.errors import ModelError
 
 DEFAULT_SIDE = 224  # what the app feeds a model whose input height/width is None (see models._describe)
 FLOAT_BYTES = 4  # the chat computes in float32

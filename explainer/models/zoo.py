@@ -7,7 +7,7 @@ whether a download may be tried at all (not with ``EXPLAINER_OFFLINE=1``): so st
 and a download happens only when :func:`build` is asked for the weights. When they cannot be had,
 :class:`WeightsUnavailable` names the file and the folder to put it in.
 
-The 1,000 class names come from ``explainer/data/imagenet_labels.txt`` (see the README there).
+The 1,000 class names come from ``explainer/models/data/imagenet_labels.txt`` (see the README there).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import keras
-
-from .messages import message
 
 DEFAULT_ZOO_MODEL = "mobilenet_v2"
 FALLBACK_MODEL = "shapes"
@@ -379,6 +377,18 @@ def imagenet_labels() -> list[str]:
     return list(_labels())
 
 
+#: Why a model is the default, as the app's model menu and `gradcam-chat serve` say it (plain text).
+_DEFAULT_REASONS: dict[str, str] = {
+    "chosen": "{name} is the default: chosen by EXPLAINER_MODEL.",
+    "cached": "{model} (ImageNet) is the default: its weights are in the Keras cache.",
+    "download": "{model} (ImageNet) is the default: its weights will be downloaded on first use.",
+    "offline": (
+        "The bundled {fallback} model is the default because {model}'s ImageNet weights ({file}) are not in the "
+        "Keras cache ({folder}) and downloads are off (EXPLAINER_OFFLINE)."
+    ),
+}
+
+
 def default_model_name() -> tuple[str, str]:
     """The model the app starts with, and why, in a sentence the UI can show (no network is touched).
 
@@ -390,14 +400,13 @@ def default_model_name() -> tuple[str, str]:
     """
     chosen = os.environ.get("EXPLAINER_MODEL", "").strip()
     if chosen:
-        return chosen, message("default_model.chosen", name=chosen)
+        return chosen, _DEFAULT_REASONS["chosen"].format(name=chosen)
     entry = ZOO[DEFAULT_ZOO_MODEL]
     available, how = weights_available(DEFAULT_ZOO_MODEL)
     if available:
-        return DEFAULT_ZOO_MODEL, message(f"default_model.{how}", model=entry.display_name)
+        return DEFAULT_ZOO_MODEL, _DEFAULT_REASONS[how].format(model=entry.display_name)
     folder = cache_folder_label(cached_weights_path(DEFAULT_ZOO_MODEL))
-    reason = message(
-        "default_model.offline",
+    reason = _DEFAULT_REASONS["offline"].format(
         fallback=FALLBACK_MODEL,
         model=entry.display_name,
         file=entry.weights_file,

@@ -3,7 +3,7 @@
 Every metric has one call shape, ``metric(model, images, maps, targets, **options)``, and returns one number per
 image (a NumPy array) or a small dataclass:
 
-* ``model`` — a :class:`~explainer.models.LoadedModel`;
+* ``model`` — a :class:`~explainer.models.loading.LoadedModel`;
 * ``images`` — RGB ``uint8`` H×W×3 arrays (or paths / PIL images), any size;
 * ``maps`` — one saliency map per image (H×W floats, higher = more important, any scale; resized to the image if
   needed), or :class:`~explainer.result.Explanation` objects (their ``heatmap`` is used);
@@ -25,13 +25,13 @@ import cv2
 import keras
 import numpy as np
 
-from .cams import get_method
-from .engine import explain, forward, predict
-from .heads import probabilities as head_probabilities
-from .images import load_image
-from .layers import walk
-from .models import LoadedModel, resize
-from .region import DEFAULT_THRESHOLD, iou_of_boxes, iou_of_masks, localize
+from explainer.cams import get_method
+from explainer.engine import explain, forward, predict
+from explainer.heads import probabilities as head_probabilities
+from explainer.inputs.images import load_image
+from explainer.layers import walk
+from explainer.models.loading import LoadedModel, resize
+from explainer.region import DEFAULT_THRESHOLD, iou_of_boxes, iou_of_masks, localize
 
 #: TorchRay's pointing-game tolerance, 15 px at 224 px, as a fraction of the image's larger side: scaled so that
 #: small images do not get a tolerance as large as their objects (see :func:`scaled_tolerance`).

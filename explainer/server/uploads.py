@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ImageError
+from explainer.errors import ImageError
 
 logger = logging.getLogger("gradcam_chat")
 

@@ -34,9 +34,9 @@ from urllib.parse import urlparse
 import keras
 import numpy as np
 
-from .errors import ModelError
-from .messages import quote
-from .zoo import imagenet_labels
+from explainer.errors import ModelError
+from explainer.models.zoo import imagenet_labels
+from explainer.prose import quote
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def load(spec: str, open_file: OpenFile) -> tuple[keras.Model, dict, str]:
         ``hf://owner/repo``, ``hf://owner/repo/path/model.keras`` or a Keras Hub preset name.
     open_file : callable
         ``open_file(path) -> (model, sidecar)`` for a downloaded ``.keras``/``.h5`` file: the caller's own file
-        loader, in safe mode (see :func:`explainer.models.load_model`).
+        loader, in safe mode (see :func:`explainer.models.loading.load_model`).
 
     Returns
     -------
@@ -338,7 +338,8 @@ def _read_json(path: str, repo: str) -> dict:
 
 
 def _converter_mode(converter: Any, name: str) -> str:
-    """The preprocessing mode (:data:`explainer.models.PREPROCESS_MODES`) equal to a Keras Hub image converter."""
+    """The preprocessing mode (:data:`explainer.models.loading.PREPROCESS_MODES`) equal to a Keras Hub image
+    converter."""
     if converter is None:
         return "none"
     scale, offset = getattr(converter, "scale", None), getattr(converter, "offset", None)

@@ -1,8 +1,8 @@
-"""Measure the bundled demo models: ``python -m explainer.demo.evaluate [--n 1000]``.
+"""Measure the bundled demo models: ``python -m explainer.demo.report [--n 1000]``.
 
-All images are freshly generated with seeds the training never saw; the clean ``shapes`` images are those of
-``python -m explainer evaluate`` (:data:`explainer.evaluate.EVALUATION_SEED`), so both reports measure the same
-images. Every localization number comes from :mod:`explainer.metrics`, with the pointing tolerance stated:
+All images are freshly generated with seeds the training never saw; the clean ``shapes`` images are those of ``python -m
+explainer evaluate`` (:data:`explainer.evaluation.method_table.EVALUATION_SEED`), so both reports measure the same
+images. Every localization number comes from :mod:`explainer.evaluation.metrics`, with the pointing tolerance stated:
 :data:`TOLERANCE` × each image's larger side (TorchRay's 15 px at 224 px; 8.6 px on the 128 px demo images).
 
 ``shapes`` (cluttered images without marks):
@@ -29,10 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from explainer import explain, load_model, metrics
+from explainer import explain, load_model
 from explainer.demo import MODELS_DIR
 from explainer.demo.generate import CLASSES, MARK_BOX, ShapesData, draw_plain_shape, make_dataset
-from explainer.evaluate import EVALUATION_SEED
+from explainer.evaluation import metrics
+from explainer.evaluation.method_table import EVALUATION_SEED
 from explainer.region import DEFAULT_THRESHOLD
 
 #: Pointing-game tolerance as a fraction of each image's larger side (TorchRay's, as ``python -m explainer evaluate``).
@@ -67,7 +68,8 @@ def mark_mask(size: int) -> np.ndarray:
 
 
 def box_scores(images: list, results: list, boxes: np.ndarray, threshold: float) -> dict[str, float]:
-    """Mean box IoU (:func:`explainer.metrics.box_iou`) and the share of images with IoU >= 0.5 at ``threshold``."""
+    """Mean box IoU (:func:`explainer.evaluation.metrics.box_iou`) and the share of images with IoU >= 0.5 at
+    ``threshold``."""
     ious = metrics.box_iou(None, images, results, boxes=boxes, threshold=threshold)
     return {"mean_iou": float(ious.mean()), "iou_at_least_0.5": float((ious >= 0.5).mean())}
 

@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import hub, zoo
-from ..demo import EXAMPLES_DIR, model_path
-from ..engine import warm_up
-from ..errors import ModelError
-from ..layers import depth_layer_names
-from ..messages import message, quote
-from ..models import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
+from explainer.chat.messages import message
+from explainer.demo import EXAMPLES_DIR, model_path
+from explainer.engine import warm_up
+from explainer.errors import ModelError
+from explainer.layers import depth_layer_names
+from explainer.models import hub, zoo
+from explainer.models.loading import DEMO_MODELS, MODEL_SUFFIXES, LoadedModel, load_model
+from explainer.prose import quote
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class ModelShelf:
 
 
 def default_model_name() -> tuple[str, str]:
-    """The model the app starts with and why: :func:`explainer.zoo.default_model_name`."""
+    """The model the app starts with and why: :func:`explainer.models.zoo.default_model_name`."""
     return zoo.default_model_name()
 
 

@@ -18,8 +18,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .errors import ExplainerError
-from .images import IMAGE_SUFFIXES, image_size
+from explainer.errors import ExplainerError
+from explainer.inputs.images import IMAGE_SUFFIXES, image_size
 
 #: Most images an audit in the app takes, and most bytes a zip may unpack to (both settings of the app).
 MAX_IMAGES = 500

@@ -1,29 +1,14 @@
 """Short texts for people that are not error messages, in one small catalogue.
 
-The chat's answers come from jinja2 templates (``templates/``). What is left are short plain-text pieces that are
-not Markdown: the sentences the engine produces itself (why a model is the default), and the chat's picture
-captions, clickable follow-up questions and model-menu labels. They live here as ``str.format`` patterns:
-rewording one is an edit to this table, not to the code that fills it in. Error messages stay with the errors
-(see ``errors.py``).
+The chat's answers come from jinja2 templates (``templates/``). What is left are short plain-text pieces that are not
+Markdown: the chat's picture captions, clickable follow-up questions and model-menu labels. They live here as
+``str.format`` patterns: rewording one is an edit to this table, not to the code that fills it in. Error messages stay
+with the errors (see ``errors.py``).
 """
 
 from __future__ import annotations
 
-import unicodedata
-
-#: The most characters of a visitor's text an error message quotes (a 100,000-character "model id" comes back as
-#: its first 80, not as itself).
-QUOTE_CHARS = 80
-_CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}  # control, format (zero-width, bidi overrides), surrogates, unassigned
-
 MESSAGES: dict[str, str] = {
-    "default_model.chosen": "{name} is the default: chosen by EXPLAINER_MODEL.",
-    "default_model.cached": "{model} (ImageNet) is the default: its weights are in the Keras cache.",
-    "default_model.download": "{model} (ImageNet) is the default: its weights will be downloaded on first use.",
-    "default_model.offline": (
-        "The bundled {fallback} model is the default because {model}'s ImageNet weights ({file}) are not in the "
-        "Keras cache ({folder}) and downloads are off (EXPLAINER_OFFLINE)."
-    ),
     # The chat (explainer/chat): questions people can click (each must be understood by the chat's rules) ...
     "ask.what": "What is it?",
     "ask.why": "Why?",
@@ -112,26 +97,3 @@ def message(key: str, **fields: object) -> str:
         The sentence, plain text (the caller escapes it for Markdown or HTML).
     """
     return MESSAGES[key].format(**fields)
-
-
-def one_line(text: object, limit: int | None = None) -> str:
-    """``text`` as one line: control and bidi-override characters dropped, whitespace collapsed, cut at ``limit``.
-
-    Emoji and other printable Unicode are kept (the zero-width joiner of composed emoji too). A cut ends in "…".
-    """
-    text = "".join(" " if ch in "\r\n\t" else ch for ch in str(text))
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _CONTROL or ch == "\u200d")
-    text = " ".join(text.split())
-    if limit is not None and len(text) > limit:
-        text = text[: max(0, limit - 1)].rstrip() + "…"
-    return text
-
-
-def quote(value: object, limit: int = QUOTE_CHARS) -> str:
-    """A visitor's text as a message quotes it: in single quotes, on one line, at most ``limit`` characters.
-
-    The one way every error message echoes what a visitor typed or sent (a model id, a file or folder name, a
-    menu value), so no message grows with its input and none carries a line break or a control character. The
-    result is plain text: whoever shows it as Markdown or HTML escapes it (the chat's templates, the app's pop-ups).
-    """
-    return f"'{one_line(value, limit)}'"

@@ -23,10 +23,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from .chat import render
-from .errors import ImageError
-from .images import charge, open_image
-from .uploads import UploadRefused, uploaded_file
+from explainer.prose import render
+from explainer.errors import ImageError
+from explainer.inputs.images import charge, open_image
+from explainer.server.uploads import UploadRefused, uploaded_file
 
 #: How messages call a layer of the "Where should it look?" painting.
 PAINTED_LAYER = "The painted layer"
@@ -519,7 +519,7 @@ def painted_mask(editor: Any, folder: str | os.PathLike | None = None, max_layer
     editor : dict
         The editor's raw value: ``layers`` is a list of RGBA arrays, or of file payloads (the page uploads each
         layer as a PNG) that must lie in ``folder``. Each layer file is counted against the pixel budget
-        (:func:`explainer.images.pixel_budget`) from its header, before it is decoded, and only its alpha channel
+        (:func:`explainer.inputs.images.pixel_budget`) from its header, before it is decoded, and only its alpha channel
         is kept: a 150 KB PNG declaring 12000×12000 pixels is refused in milliseconds.
     folder : path, optional
         The server's upload folder (required for file payloads).

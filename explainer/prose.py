@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from pathlib import Path
 
 import jinja2
 import numpy as np
 from markupsafe import Markup
 
-from ..messages import one_line as clean_text  # one line, no control characters, cut: the chat's name for it
+#: The most characters of a visitor's text an error message quotes (a 100,000-character "model id" comes back as
+#: its first 80, not as itself).
+QUOTE_CHARS = 80
+_CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}  # control, format (zero-width, bidi overrides), surrogates, unassigned
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 
 # Backslash-escaping any ASCII punctuation is valid CommonMark; these are the characters that start emphasis,
 # code, links, headings, lists, tables, strikethrough, LaTeX ($) or autolinks (: and .).
@@ -26,11 +30,34 @@ _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
 _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` as one line: control and bidi-override characters dropped, whitespace collapsed, cut at ``limit``.
+
+    Emoji and other printable Unicode are kept (the zero-width joiner of composed emoji too). A cut ends in "…".
+    """
+    text = "".join(" " if ch in "\r\n\t" else ch for ch in str(text))
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _CONTROL or ch == "\u200d")
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)].rstrip() + "…"
+    return text
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A visitor's text as a message quotes it: in single quotes, on one line, at most ``limit`` characters.
+
+    The one way every error message echoes what a visitor typed or sent (a model id, a file or folder name, a
+    menu value), so no message grows with its input and none carries a line break or a control character. The
+    result is plain text: whoever shows it as Markdown or HTML escapes it (the chat's templates, the app's pop-ups).
+    """
+    return f"'{one_line(value, limit)}'"
+
+
 def escape_markdown(value: object, limit: int | None = None) -> Markup:
     """``value`` as text that renders literally in Markdown and HTML (see the module docstring)."""
     if isinstance(value, Markup):
         return value
-    text = clean_text(str(value), limit)
+    text = one_line(str(value), limit)
     text = "".join(_HTML_ENTITIES.get(ch, ch) for ch in text)
     return Markup(_MARKDOWN_SPECIALS.sub(r"\\\1", text))
 

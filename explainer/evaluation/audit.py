@@ -6,10 +6,10 @@ come from ``--masks MASKS`` (same relative path as each image, any image suffix)
 ``path,x,y,w,h`` or ``path,x1,y1,x2,y2``; ``path`` relative to ``DIR``; several rows per image are their union).
 
 Every image is explained in batches through the compiled batched :func:`explainer.explain` (the true class when
-known, else the prediction) and compared with its region (:func:`explainer.groundtruth.compare_region`). Results go
-to ``OUTDIR/results.jsonl`` (one object per image) and ``OUTDIR/report.html`` (self-contained: summary, wrong
+known, else the prediction) and compared with its region (:func:`explainer.evaluation.groundtruth.compare_region`).
+Results go to ``OUTDIR/results.jsonl`` (one object per image) and ``OUTDIR/report.html`` (self-contained: summary, wrong
 predictions, "right for the wrong reason", a sortable table). The same :func:`process_batch` runs on this machine
-(``--engine local``) or in Ray Data actors (``--engine ray``, :mod:`explainer.audit_ray`).
+(``--engine local``) or in Ray Data actors (``--engine ray``, :mod:`explainer.evaluation.audit_ray`).
 """
 
 from __future__ import annotations
@@ -30,20 +30,27 @@ import jinja2
 import numpy as np
 from tqdm import tqdm
 
-from . import dicom
-from .cams import METHODS, get_method
-from .engine import default_method, explain
-from .errors import ExplainerError
-from .groundtruth import BOX_FORMATS, WRONG_REASON_THRESHOLD, compare_region, draw_expected, expected_mask, parse_box
-from .images import IMAGE_SUFFIXES, load_image_with_notes
-from .labels import normalize
-from .layers import resolve_layer
-from .messages import quote
-from .models import LoadedModel, add_model_arguments, load_model
-from .region import DEFAULT_THRESHOLD
-from .render import draw_outline, overlay
+from explainer.cams import METHODS, get_method
+from explainer.engine import default_method, explain
+from explainer.errors import ExplainerError
+from explainer.evaluation.groundtruth import (
+    BOX_FORMATS,
+    WRONG_REASON_THRESHOLD,
+    compare_region,
+    draw_expected,
+    expected_mask,
+    parse_box,
+)
+from explainer.inputs import dicom
+from explainer.inputs.images import IMAGE_SUFFIXES, load_image_with_notes
+from explainer.labels import normalize
+from explainer.layers import resolve_layer
+from explainer.models.loading import LoadedModel, add_model_arguments, load_model
+from explainer.prose import quote
+from explainer.region import DEFAULT_THRESHOLD
+from explainer.render import draw_outline, overlay
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 #: Images explained per call of the compiled ``explain`` (on 2 CPUs small batches are fastest per image).
 DEFAULT_BATCH_SIZE = 16
 #: Pictures shown per report section (the table lists every image): the most confident mistakes first, and the
@@ -620,7 +627,8 @@ def _run(model, spec: ModelSpec, plan: Plan, options: AuditOptions, args,
          ray_runner: RayRunner | None = None) -> tuple[Collector, float, float]:
     """Explain every image with the chosen engine; the records flow through one collector (JSONL, table).
 
-    The Ray engine is handed in by the caller (:mod:`explainer.audit_ray` builds on this module, not the reverse).
+    The Ray engine is handed in by the caller (:mod:`explainer.evaluation.audit_ray` builds on this module, not the
+    reverse).
     """
     progress = tqdm(total=len(plan.items), unit="img", desc="audit", file=sys.stderr, disable=None)
     started, first = time.perf_counter(), []
