@@ -32,11 +32,11 @@ from common import median_ms, mobilenet_v2, report  # first: puts the repository
 import numpy as np
 from PIL import Image
 
-import app
 import explainer
 from explainer.chat import ChatSession
 from explainer.demo import model_path
 from explainer.demo.generate import draw_plain_shape
+from explainer.server.conversation import picture_file, reply_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def why_turn(model: explainer.LoadedModel, upload: Path, with_app: bool) -> Chat
     reply = session.respond("why?", [str(upload)])
     assert reply.images and not reply.error, reply.markdown
     if with_app:
-        app.reply_messages(reply)
+        reply_messages(reply, lambda image, _caption: picture_file(image, tempfile.gettempdir()))
     return session
 
 

@@ -30,7 +30,7 @@ from app_server import (
 from gradio_client import Client, handle_file
 from PIL import Image
 
-import app
+from explainer.server.conversation import ECHO_CHARS
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def test_a_10000_character_question(url, patient):
     assert len(question) >= 10_000
     conversation = say(patient, question)
     echo = conversation[-len(last_turn(conversation)) - 1]
-    assert echo["role"] == "user" and len(echo["content"][0]["text"]) <= app.ECHO_CHARS + 1
+    assert echo["role"] == "user" and len(echo["content"][0]["text"]) <= ECHO_CHARS + 1
     assert texts(last_turn(conversation))
     _still_serving(patient, conversation, "circle")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainer.server.archive import ArchiveError, extract_audit_folder
+from explainer.inputs.archive import ArchiveError, extract_audit_folder
 
 
 def png(size: int = 8) -> bytes:
@@ -78,14 +78,14 @@ def test_a_member_that_inflates_beyond_its_declared_size_is_stopped(tmp_path, mo
     archive = make_zip(tmp_path / "liar.zip", {"c/a.png": b"\0" * 300_000})
     with zipfile.ZipFile(archive) as zipped:
         declared = zipped.infolist()[0].file_size
-    real_plan = __import__("explainer.server.archive", fromlist=["_plan"])._plan
+    real_plan = __import__("explainer.inputs.archive", fromlist=["_plan"])._plan
 
     def lying_plan(members, root, max_images, max_bytes):  # as if the header had declared 10 bytes
         for member in members:
             member.file_size = 10
         return real_plan(members, root, max_images, max_bytes)
 
-    monkeypatch.setattr("explainer.server.archive._plan", lying_plan)
+    monkeypatch.setattr("explainer.inputs.archive._plan", lying_plan)
     with pytest.raises(ArchiveError):  # zipfile's own size check or our byte budget: never the whole member
         extract_audit_folder(archive, tmp_path / "out", max_bytes=declared // 2)
     assert sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file()) <= declared // 2

@@ -16,8 +16,8 @@ import pytest
 from app_server import MODEL, running_app
 from PIL import Image
 
-import app
 from explainer import explain, load_image, load_model
+from explainer.demo import Example, load_examples
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def example() -> app.Example:
+def example() -> Example:
     """The first bundled example asked of the default test model."""
-    found = [e for e in app.load_examples() if e.model in ("", MODEL)]
+    found = [e for e in load_examples() if e.model in ("", MODEL)]
     assert found, "explainer/demo/examples/examples.json lists no example for the shapes model"
     return found[0]
 

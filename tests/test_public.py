@@ -229,10 +229,10 @@ def held(monkeypatch):
     """``/explain`` questions starting with "hold" wait for ``gate``: both workers can be kept busy on purpose."""
     import threading
 
-    import app
+    from explainer.server import core
 
     gate, started, ran = threading.Event(), [], []
-    real = app.answer_once
+    real = core.answer_once
 
     def answer_once(model, image, question="", **settings):
         ran.append(question)
@@ -241,7 +241,7 @@ def held(monkeypatch):
             gate.wait(120)
         return real(model, image, question, **settings)
 
-    monkeypatch.setattr(app, "answer_once", answer_once)
+    monkeypatch.setattr(core, "answer_once", answer_once)
     yield gate, started, ran
     gate.set()
 
@@ -513,11 +513,11 @@ def gated(monkeypatch):
     workers took, in order. Yields (release, ran)."""
     import threading
 
-    import app
+    from explainer.server import core
 
     gates: dict[str, threading.Event] = {}
     ran: list[str] = []
-    real = app.answer_once
+    real = core.answer_once
 
     def answer_once(model, image, question="", **settings):
         ran.append(question)
@@ -528,7 +528,7 @@ def gated(monkeypatch):
     def release(question: str) -> None:
         gates.setdefault(question, threading.Event()).set()
 
-    monkeypatch.setattr(app, "answer_once", answer_once)
+    monkeypatch.setattr(core, "answer_once", answer_once)
     yield release, ran
     for gate in list(gates.values()):
         gate.set()
@@ -676,7 +676,7 @@ def test_an_image_over_the_mcp_limit_gets_a_tool_error_and_the_session_goes_on(u
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    from app import MCP_REQUEST_LIMIT
+    from explainer.server.ui import MCP_REQUEST_LIMIT
     from explainer.demo import EXAMPLES_DIR
 
     mib = f"{MCP_REQUEST_LIMIT / 2**20:g} MiB"
@@ -899,7 +899,7 @@ def test_visitor_html_is_escaped_wherever_it_is_shown(served, uploads):
 def test_unforeseen_errors_each_get_their_own_sentence(served, uploads):
     from test_archive import patched
 
-    import app
+    from explainer.server.core import FAILED
 
     url, chat_app = served
     answers = {}
@@ -920,7 +920,7 @@ def test_unforeseen_errors_each_get_their_own_sentence(served, uploads):
     assert "encrypted (protected by a password)" in answers["encrypted"]
     for name in ("long name", "deep"):
         assert "too long" in answers[name] and "damaged" not in answers[name] and "encrypted" not in answers[name]
-    assert app.FAILED not in answers.values() and len(set(answers.values())) >= len(answers) - 1  # long = deep
+    assert FAILED not in answers.values() and len(set(answers.values())) >= len(answers) - 1  # long = deep
 
 
 def test_nothing_a_visitor_sends_is_echoed_at_length(served):

@@ -28,10 +28,20 @@ from explainer.chat.bot import ChatSession, answer_once, vocab
 from explainer.chat.intents import Intent, Vocab
 from explainer.chat.questions import INTENTS, QUESTIONS, RULES, Question, parse
 from explainer.chat.reply import Reply
-from explainer.chat.session import MAX_TOP_K, ExpectedRegion, ImageEntry, SessionState, SettingError, Settings
+from explainer.chat.session import (
+    AUTO,
+    MAX_TOP_K,
+    ExpectedRegion,
+    ImageEntry,
+    SessionState,
+    SettingError,
+    Settings,
+    method_choices,
+)
 from explainer.prose import escape_markdown, render
 
 __all__ = [
+    "AUTO",
     "EXAMPLE_QUESTIONS",
     "INTENTS",
     "MAX_TOP_K",
@@ -49,6 +59,7 @@ __all__ = [
     "Vocab",
     "answer_once",
     "escape_markdown",
+    "method_choices",
     "parse",
     "render",
     "vocab",

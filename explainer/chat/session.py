@@ -28,7 +28,7 @@ from explainer.inputs.images import load_image_with_notes
 from explainer.labels import match_label
 from explainer.layers import LayerPath, resolve_layer, spatial_layers
 from explainer.models.loading import LoadedModel
-from explainer.prose import quote
+from explainer.prose import quote, render
 from explainer.region import DEFAULT_THRESHOLD
 from explainer.render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from explainer.result import Explanation
@@ -44,6 +44,13 @@ MAX_CACHED = 48
 MAX_TOP_K = 20
 #: Method names that mean "the model's default" (Grad-CAM, or HiResCAM for a vision transformer).
 AUTO_METHOD = ("auto", "default", "automatic")
+#: The method menu's value for "the model's default" (the first of :data:`AUTO_METHOD`).
+AUTO = AUTO_METHOD[0]
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """The CAM method menu as (label, value) pairs: the model's default (:data:`AUTO`) first, then every method."""
+    return [(render("method_auto"), AUTO), *((METHODS[key].display_name, key) for key in METHODS)]
 
 
 class SettingError(ExplainerError):

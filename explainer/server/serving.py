@@ -23,9 +23,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from explainer.prose import render
 from explainer.errors import ImageError
 from explainer.inputs.images import charge, open_image
+from explainer.prose import render
+from explainer.server.gradio_internals import GradioQueue, id_of_event, stateful
 from explainer.server.uploads import UploadRefused, uploaded_file
 
 #: How messages call a layer of the "Where should it look?" painting.
@@ -198,7 +199,7 @@ class QueueGuard:
         self.per_client = per_client
         self.unread_seconds = unread_seconds
         self.clock = clock
-        self.queue: Any = None
+        self.queue: GradioQueue | None = None
         self._requests: dict[str, _Request] = {}  # event id -> its request, until its answer is delivered
         self._listening: Counter[str] = Counter()  # session -> open answer streams
         self._heard: dict[str, float] = {}  # session -> when its last answer stream closed
@@ -207,47 +208,49 @@ class QueueGuard:
         self._sweeper: asyncio.Task | None = None
         self._tracking = False  # whether the middleware counts the streams (else nothing is ever cancelled)
 
-    def install(self, queue: Any) -> None:
-        """Wrap ``queue.push`` (the bounds) and ``queue.get_events`` (the order) of Gradio's queue."""
+    def install(self, queue: GradioQueue) -> None:
+        """Wrap ``push`` (the bounds) and ``get_events`` (the order) of Gradio's queue."""
         self.queue = queue
-        push, get_events = queue.push, queue.get_events
 
-        async def guarded_push(body: Any, request: Any, username: Any = None) -> tuple:
-            self._keep_sweeping()
-            await self.sweep()
-            client = getattr(getattr(request, "client", None), "host", None) or "?"
-            refusal = self.refusal(queue, getattr(body, "session_hash", None), client)
-            if refusal:
-                return False, refusal, "queue_full"
-            accepted, event_id, state = await push(body=body, request=request, username=username)
-            if accepted:  # the queue has now named the session (an API call without one gets its event id)
-                session = str(body.session_hash or event_id)
-                self._requests[event_id] = _Request(session, client, self.clock(), self._next_turn(session))
-            return accepted, event_id, state
+        def guarded(push: Callable) -> Callable:
+            async def guarded_push(body: Any, request: Any, username: Any = None) -> tuple:
+                self._keep_sweeping()
+                await self.sweep()
+                client = getattr(getattr(request, "client", None), "host", None) or "?"
+                refusal = self.refusal(queue, getattr(body, "session_hash", None), client)
+                if refusal:
+                    return False, refusal, "queue_full"
+                accepted, event_id, state = await push(body=body, request=request, username=username)
+                if accepted:  # the queue has now named the session (an API call without one gets its event id)
+                    session = str(body.session_hash or event_id)
+                    self._requests[event_id] = _Request(session, client, self.clock(), self._next_turn(session))
+                return accepted, event_id, state
+            return guarded_push
 
-        def fair_get_events() -> Any:
-            busy = {e.session_hash for job in queue.active_jobs if job for e in job if _stateful(e)}
-            queues = queue.event_queue_per_concurrency_id.values()
-            everything = {id(q): list(q.queue) for q in queues}
-            for event_queue in queues:  # in turn order, without the stateful events of sessions running one
-                event_queue.queue[:] = sorted((e for e in event_queue.queue
-                                               if not (_stateful(e) and e.session_hash in busy)), key=self._turn)
-            try:
-                taken = get_events()
-            finally:  # the events sitting out go back, in turn order
-                gone = {id(e) for e in (taken[0] if taken else ())}
-                for event_queue in queues:
-                    event_queue.queue[:] = sorted((e for e in everything[id(event_queue)] if id(e) not in gone),
-                                                  key=self._turn)
-            for event in (taken[0] if taken else ()):
-                self._now_serving = max(self._now_serving, self._turn(event)[0])
-            return taken
+        def fair(get_events: Callable) -> Callable:
+            def fair_get_events() -> Any:
+                busy = {e.session_hash for e in queue.running() if stateful(e)}
+                lists = queue.waiting_lists()
+                everything = [list(waiting) for waiting in lists]
+                for waiting in lists:  # in turn order, without the stateful events of sessions running one
+                    waiting[:] = sorted((e for e in waiting if not (stateful(e) and e.session_hash in busy)),
+                                        key=self._turn)
+                try:
+                    taken = get_events()
+                finally:  # the events sitting out go back, in turn order
+                    gone = {id(e) for e in (taken[0] if taken else ())}
+                    for waiting, before in zip(lists, everything, strict=True):
+                        waiting[:] = sorted((e for e in before if id(e) not in gone), key=self._turn)
+                for event in (taken[0] if taken else ()):
+                    self._now_serving = max(self._now_serving, self._turn(event)[0])
+                return taken
+            return fair_get_events
 
-        queue.push, queue.get_events = guarded_push, fair_get_events
+        queue.wrap(push=guarded, get_events=fair)
 
-    def refusal(self, queue: Any, session: str | None, client: str) -> str | None:
+    def refusal(self, queue: GradioQueue, session: str | None, client: str) -> str | None:
         """Why a new request of ``session`` from ``client`` is refused, or None when it may queue."""
-        pending = queue.pending_event_ids_session
+        pending = queue.pending()
         self._forget_delivered(pending)
         if session is not None and len(pending.get(session, ())) >= self.per_session:
             return (f"You already have {self.per_session} questions waiting; please wait for their answers "
@@ -300,7 +303,7 @@ class QueueGuard:
         queue = self.queue
         if queue is None or not self._tracking:
             return 0
-        self._forget_delivered(queue.pending_event_ids_session)
+        self._forget_delivered(queue.pending())
         now = self.clock()
         unread = [(event_id, r) for event_id, r in self._requests.items() if not self._listening[r.session]
                   and now - max(r.since, self._heard.get(r.session, r.since)) >= self.unread_seconds]
@@ -311,20 +314,10 @@ class QueueGuard:
         return len(unread)
 
     async def _cancel(self, event_id: str, request: _Request) -> None:
-        queue = self.queue
-        event = queue.event_ids_to_events.get(event_id)
-        if event is not None:
-            event.alive = False  # a running one sends nothing more
-            await queue.remove_from_queue(event_id)  # a waiting one never runs
+        # Nothing of the session left to deliver drops its undelivered messages too: a running answer sees its
+        # visitor gone (the app's deadline check) and stops between batches.
         del self._requests[event_id]
-        pending = queue.pending_event_ids_session.get(request.session)
-        if pending is not None:
-            pending.discard(event_id)
-            if not pending:
-                # Nothing of this session is left to deliver: drop its undelivered messages too. A running answer
-                # sees its visitor gone (the app's deadline check) and stops between batches.
-                queue.pending_event_ids_session.pop(request.session, None)
-                queue.pending_messages_per_session.pop(request.session, None)
+        await self.queue.cancel(event_id, request.session)
 
     def _forget_delivered(self, pending: Mapping[str, set]) -> None:
         for event_id in [e for e, r in self._requests.items() if e not in pending.get(r.session, ())]:
@@ -339,7 +332,7 @@ class QueueGuard:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
-        while not getattr(self.queue, "stopped", True):
+        while self.queue is not None and not self.queue.stopped:
             await asyncio.sleep(min(1.0, self.unread_seconds / 2))
             try:
                 await self.sweep()
@@ -359,13 +352,8 @@ class QueueGuard:
 
     def _turn(self, event: Any) -> tuple[float, float]:
         """Sort key of a waiting request: its turn, then its arrival."""
-        request = self._requests.get(event._id)
+        request = self._requests.get(id_of_event(event))
         return (request.turn if request else self._now_serving), getattr(event, "enqueue_time", 0.0)
-
-
-def _stateful(event: Any) -> bool:
-    """Whether ``event``'s function takes a per-session state (Gradio's ``gr.State``: ``stateful`` inputs)."""
-    return any(getattr(block, "stateful", False) for block in getattr(event.fn, "inputs", ()))
 
 
 #: ``/call/<api>/<event id>`` (and ``/call/v2/...``): the stream of one API call's answer.
