@@ -676,8 +676,8 @@ def test_an_image_over_the_mcp_limit_gets_a_tool_error_and_the_session_goes_on(u
     from mcp import ClientSession
     from mcp.client.streamable_http import streamablehttp_client
 
-    from explainer.server.ui import MCP_REQUEST_LIMIT
     from explainer.demo import EXAMPLES_DIR
+    from explainer.server.ui import MCP_REQUEST_LIMIT
 
     mib = f"{MCP_REQUEST_LIMIT / 2**20:g} MiB"
     schema = httpx.get(f"{url}/gradio_api/mcp/schema", timeout=60).json()

@@ -7,7 +7,6 @@ sized, and optional reference statistics of its training data. It comes from a J
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -208,16 +207,6 @@ def load_model(
         raise ModelError(f"Unknown preprocessing {preprocess!r}; choose one of {', '.join(PREPROCESS_MODES)}.")
     info = _describe(model, meta, source, _read_labels(labels) if labels is not None else None, preprocess)
     return LoadedModel(model, info)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command line's model options (``explain``, ``audit``): --model, --labels, --preprocess, --trust-model."""
-    parser.add_argument("--model", help="a .keras/.h5 file, hf://owner/repo or a built-in name (default: see README)")
-    parser.add_argument("--labels", help="text file with one class label a line")
-    parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="override the model's input preprocessing")
-    parser.add_argument("--trust-model", action="store_true",
-                        help="load the model file with Keras safe mode off (Lambda layers run Python code): "
-                             "only for your own files")
 
 
 def default_model() -> tuple[str, str]:
