@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 
+from explainer.config import prepare_tensorflow
+
 # Before TensorFlow is imported: keep its C++ start-up log quiet and make sure Keras runs on it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+prepare_tensorflow()
 
 
 def _import_tensorflow_quietly() -> None:
@@ -38,6 +39,7 @@ from explainer.engine import explain, predict, quiet_tensorflow, warm_up
 from explainer.errors import (
     AmbiguousClassError,
     ClassError,
+    ConfigError,
     ExplainerError,
     ImageError,
     LayerError,
@@ -55,6 +57,7 @@ __all__ = [
     "HEADS",
     "AmbiguousClassError",
     "ClassError",
+    "ConfigError",
     "ExplainerError",
     "Explanation",
     "ImageError",

@@ -7,7 +7,6 @@ gradients in one pass, so a chat turn never runs the network twice for the same 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -263,7 +262,6 @@ def upsample(cam_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's start-up chatter (CUDA probing, oneDNN notices): users see only our output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf.get_logger().setLevel("ERROR")
     try:
         import absl.logging

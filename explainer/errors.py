@@ -11,6 +11,10 @@ class ExplainerError(Exception):
     """Base class of every error meant to be shown to a user."""
 
 
+class ConfigError(ExplainerError, ValueError):
+    """An environment variable holds a value it does not take (see :mod:`explainer.config`)."""
+
+
 class ImageError(ExplainerError, ValueError):
     """The input is not an image we can read (missing, empty, corrupt, too large...)."""
 

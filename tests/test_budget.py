@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 import zipfile
@@ -21,7 +22,7 @@ import pytest
 from keras.src.legacy.saving.legacy_h5_format import save_model_to_hdf5
 
 from explainer.demo import MODEL_NAMES, model_path
-from explainer.errors import ModelError
+from explainer.errors import ConfigError, ModelError
 from explainer.server.budget import (
     CONFIG_MAX_BYTES,
     DEFAULT_SIDE,
@@ -491,5 +492,7 @@ def test_limits_are_read_from_the_environment():
 
 @pytest.mark.parametrize("value", ["many", "-5", "0", "1.5", "150M"])
 def test_a_bad_limit_in_the_environment_is_a_clear_error(value):
-    with pytest.raises(ValueError, match=rf"EXPLAINER_MAX_ACTIVATION_MB must be a positive whole number.*{value!r}"):
+    message = (f"EXPLAINER_MAX_ACTIVATION_MB must be a positive whole number of megabytes (for example 1024); "
+               f"it is set to '{value}'.")
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         ModelLimits.from_env({"EXPLAINER_MAX_ACTIVATION_MB": value})

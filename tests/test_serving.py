@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
+from explainer.errors import ConfigError
 from explainer.server.serving import McpRequestLimit, ServerLimits, fold, forwarded_allow_ips, jsonrpc_id, painted_mask
 
 
@@ -21,9 +23,11 @@ def test_limits_come_from_the_environment_and_bad_values_are_named():
     assert ServerLimits.from_env({}) == ServerLimits()
     limits = ServerLimits.from_env({"EXPLAINER_TURN_SECONDS": "2.5", "EXPLAINER_SHOWN_MESSAGES": "10"})
     assert limits.turn_seconds == 2.5 and limits.shown_messages == 10
-    with pytest.raises(ValueError, match="EXPLAINER_QUEUE_PER_SESSION must be a number"):
+    with pytest.raises(ConfigError, match="^EXPLAINER_QUEUE_PER_SESSION must be a positive whole number "
+                                          r"\(for example 3\); it is set to 'many'\.$"):
         ServerLimits.from_env({"EXPLAINER_QUEUE_PER_SESSION": "many"})
-    with pytest.raises(ValueError, match="EXPLAINER_SESSION_TTL must be positive"):
+    with pytest.raises(ValueError, match="^EXPLAINER_SESSION_TTL must be a positive number of seconds "
+                                         r"\(for example 3600\); it is set to '0'\.$"):  # still a ValueError
         ServerLimits.from_env({"EXPLAINER_SESSION_TTL": "0"})
 
 
@@ -62,10 +66,12 @@ def test_unread_time_and_trusted_proxies_come_from_the_environment():
     assert limits.unread_seconds == 2.5 and limits.trusted_proxies == "10.0.0.0/8,192.168.1.7,::1"
     assert ServerLimits().trusted_proxies == ""  # by default nobody may name the client in X-Forwarded-For
     for bad in ("*", "proxy.example.org", "10.0.0.0/8;1.2.3.4", "300.1.1.1"):
-        with pytest.raises(ValueError, match="EXPLAINER_TRUSTED_PROXIES takes IP addresses or networks"):
+        with pytest.raises(ConfigError, match=f"^EXPLAINER_TRUSTED_PROXIES must be IP addresses or networks .*"
+                                              f"it is set to '{re.escape(bad)}'"):
             ServerLimits.from_env({"EXPLAINER_TRUSTED_PROXIES": bad})
     for bad in ("inf", "nan", "-1"):
-        with pytest.raises(ValueError, match="EXPLAINER_UNREAD_SECONDS must be positive"):
+        with pytest.raises(ConfigError, match=f"^EXPLAINER_UNREAD_SECONDS must be a positive number of seconds .*"
+                                              f"it is set to '{bad}'"):
             ServerLimits.from_env({"EXPLAINER_UNREAD_SECONDS": bad})
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explainer.config import setting
 from explainer.evaluation.audit import AuditError, AuditItem, AuditOptions, ModelSpec, process_batch
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the explainer package, shipped to the workers
@@ -112,7 +113,7 @@ def _records(ray, spec, items, options, workers, cpus_per_worker) -> Iterator[di
         "num_cpus": cpus_per_worker,
         "compute": ray.data.ActorPoolStrategy(size=workers),
     }
-    results = _map_batches(rows, arguments, restart=bool(os.environ.get("RAY_ADDRESS")))
+    results = _map_batches(rows, arguments, restart=bool(setting("RAY_ADDRESS")))
     for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
         for text in batch["record"]:
             yield json.loads(text)
@@ -142,10 +143,10 @@ def connect(ray) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    if os.environ.get("RAY_ADDRESS"):
+    if setting("RAY_ADDRESS"):
         ray.init(runtime_env={"py_modules": [str(PACKAGE_DIR)]}, **quiet)
     else:
-        path = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH", "")) if p)
+        path = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), setting("PYTHONPATH")) if p)
         ray.init(num_cpus=_local_cpus(), include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
                  **quiet)
     return True

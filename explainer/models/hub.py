@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from urllib.parse import urlparse
 import keras
 import numpy as np
 
+from explainer.config import setting
 from explainer.errors import ModelError
 from explainer.models.zoo import imagenet_labels
 from explainer.prose import quote
@@ -50,7 +50,6 @@ PROBE_TIMEOUT = 3.0
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 #: The longest ``hf://`` spec taken (two names and a file path inside the repository).
 MAX_SPEC_CHARS = 512
-_TRUE = {"1", "true", "yes", "on"}
 #: (scale, offset) per channel of Keras Hub image converters, by the preprocessing mode they equal.
 _TORCH_MEAN, _TORCH_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 _CONVERTER_MODES = {
@@ -124,7 +123,7 @@ def hub_reachable() -> bool:
     One TCP connection with a short timeout, so an offline machine learns it at once instead of after the client's
     retries (about 20 s a file).
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+    if setting("HF_HUB_OFFLINE"):
         return False
     from huggingface_hub import constants
 

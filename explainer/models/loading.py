@@ -20,6 +20,7 @@ import cv2
 import keras
 import numpy as np
 
+from explainer.config import setting
 from explainer.demo import MODEL_NAMES as DEMO_MODELS
 from explainer.demo import model_path as demo_model_path
 from explainer.errors import ModelError
@@ -222,8 +223,7 @@ def trusted_paths() -> set[Path]:
     The person running the tool lists their own files there; each is then loaded with Keras safe mode off (see
     :func:`load_model`). Compare with ``Path(p).expanduser().resolve()``.
     """
-    raw = os.environ.get(TRUSTED_MODELS_ENV, "")
-    return {Path(item.strip()).expanduser().resolve() for item in raw.split(os.pathsep) if item.strip()}
+    return {path.resolve() for path in setting(TRUSTED_MODELS_ENV)}
 
 
 def is_trusted(path: str | os.PathLike) -> bool:

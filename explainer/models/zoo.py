@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import keras
 
+from explainer.config import setting
+
 DEFAULT_ZOO_MODEL = "mobilenet_v2"
 FALLBACK_MODEL = "shapes"
 LABELS_FILE = pathlib.Path(__file__).with_name("data") / "imagenet_labels.txt"
@@ -219,15 +221,16 @@ def keras_home(environ: Mapping[str, str] | None = None) -> pathlib.Path:
     Parameters
     ----------
     environ : mapping, optional
-        The environment to read (default ``os.environ``). Keras reads it once, at import; so does the app.
+        The environment to read (default ``os.environ``). Keras reads it once, at import. An empty ``KERAS_HOME``
+        counts as unset.
 
     Returns
     -------
     pathlib.Path
     """
-    environ = os.environ if environ is None else environ
-    if "KERAS_HOME" in environ:
-        return pathlib.Path(environ["KERAS_HOME"]).expanduser()
+    home = setting("KERAS_HOME", environ)
+    if home is not None:
+        return pathlib.Path(home).expanduser()
     user_home = os.path.expanduser("~")
     return pathlib.Path(user_home if os.access(user_home, os.W_OK) else "/tmp") / ".keras"
 
@@ -258,7 +261,7 @@ def cache_folder_label(path: pathlib.Path) -> str:
     """The cache folder of ``path`` as its owner knows it ("~/.keras/models", "$KERAS_HOME/models"), never a full
     server path when it is the usual place."""
     if path.parent == keras_home() / "models":
-        return "$KERAS_HOME/models" if "KERAS_HOME" in os.environ else "~/.keras/models"
+        return "$KERAS_HOME/models" if setting("KERAS_HOME") is not None else "~/.keras/models"
     return str(path.parent)
 
 
@@ -269,9 +272,8 @@ def is_cached(name: str) -> bool:
 
 def downloads_allowed(allow_download: bool | None = None) -> bool:
     """Whether a missing weights file may be downloaded: not when ``allow_download`` is False or
-    ``EXPLAINER_OFFLINE`` is set (1, true, yes, on)."""
-    offline = os.environ.get("EXPLAINER_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return allow_download is not False and not offline
+    ``EXPLAINER_OFFLINE`` is on (1, true, yes or on)."""
+    return allow_download is not False and not setting("EXPLAINER_OFFLINE")
 
 
 def weights_available(name: str, allow_download: bool | None = None) -> tuple[bool, str]:
@@ -398,7 +400,7 @@ def default_model_name() -> tuple[str, str]:
         ``$EXPLAINER_MODEL`` when set; else "mobilenet_v2" when its ImageNet weights are cached or may be
         downloaded; else :data:`FALLBACK_MODEL`, the bundled demo model.
     """
-    chosen = os.environ.get("EXPLAINER_MODEL", "").strip()
+    chosen = setting("EXPLAINER_MODEL")
     if chosen:
         return chosen, _DEFAULT_REASONS["chosen"].format(name=chosen)
     entry = ZOO[DEFAULT_ZOO_MODEL]

@@ -43,6 +43,7 @@ from typing import Any
 import h5py
 import keras
 
+from explainer.config import default, setting
 from explainer.errors import ModelError
 
 DEFAULT_SIDE = 224  # what the app feeds a model whose input height/width is None (see models._describe)
@@ -79,27 +80,27 @@ class ModelLimits:
         The most images the chat runs through a model at once (Score-CAM's chunks of eight).
     """
 
-    max_params: int = 150_000_000
-    max_input_pixels: int = 2048 * 2048 * 3
-    max_activation_bytes: int = 1024 * 2**20
+    max_params: int = default("EXPLAINER_MAX_PARAMS")
+    max_input_pixels: int = default("EXPLAINER_MAX_INPUT_VALUES")
+    max_activation_bytes: int = default("EXPLAINER_MAX_ACTIVATION_MB") * 2**20
     batch: int = 8
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ModelLimits:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelLimits:
         """Limits from ``EXPLAINER_MAX_PARAMS``, ``EXPLAINER_MAX_INPUT_VALUES`` and ``EXPLAINER_MAX_ACTIVATION_MB``.
 
-        Unset or empty variables keep the defaults.
+        Unset or empty variables keep the defaults; ``environ`` defaults to ``os.environ``.
 
         Raises
         ------
-        ValueError
+        ConfigError
             When a variable is set to anything but a positive whole number (``_`` separators allowed).
         """
-        default = cls()
-        max_params = _positive_int(environ, "EXPLAINER_MAX_PARAMS", default.max_params)
-        max_input = _positive_int(environ, "EXPLAINER_MAX_INPUT_VALUES", default.max_input_pixels)
-        max_mb = _positive_int(environ, "EXPLAINER_MAX_ACTIVATION_MB", default.max_activation_bytes // 2**20)
-        return cls(max_params=max_params, max_input_pixels=max_input, max_activation_bytes=max_mb * 2**20)
+        return cls(
+            max_params=setting("EXPLAINER_MAX_PARAMS", environ),
+            max_input_pixels=setting("EXPLAINER_MAX_INPUT_VALUES", environ),
+            max_activation_bytes=setting("EXPLAINER_MAX_ACTIVATION_MB", environ) * 2**20,
+        )
 
 
 @dataclass(frozen=True)
@@ -605,16 +606,3 @@ def _config_too_big(size: int) -> str:
         f"This model's architecture description is {_bytes(size)}; this server reads at most "
         f"{_bytes(CONFIG_MAX_BYTES)}."
     )
-
-
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive whole number (for example {default}); it is set to {raw!r}.")
-    return value

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from explainer import config
 from explainer.errors import ImageError
 from explainer.inputs.images import charge, open_image
 from explainer.prose import render
@@ -82,65 +82,52 @@ class ServerLimits:
         covers the images explained by then, saying so.
     """
 
-    uploaded_models: int = 4
-    session_seconds: float = 3600.0
-    turn_seconds: float = 20.0
-    queued_per_session: int = 3
-    queued_per_client: int = 24
-    unread_seconds: float = 10.0
-    trusted_proxies: str = ""
-    shown_messages: int = 36
-    audit_images: int = 500
-    download_mb: int = 2048
-    image_pixels: int = 40_000_000
-    request_pixels: int = 100_000_000
-    painted_layers: int = 4
-    audit_pixels: int = 250_000_000
-    audit_seconds: float = 300.0
+    uploaded_models: int = config.default("EXPLAINER_MAX_UPLOADED_MODELS")
+    session_seconds: float = config.default("EXPLAINER_SESSION_TTL")
+    turn_seconds: float = config.default("EXPLAINER_TURN_SECONDS")
+    queued_per_session: int = config.default("EXPLAINER_QUEUE_PER_SESSION")
+    queued_per_client: int = config.default("EXPLAINER_QUEUE_PER_CLIENT")
+    unread_seconds: float = config.default("EXPLAINER_UNREAD_SECONDS")
+    trusted_proxies: str = config.default("EXPLAINER_TRUSTED_PROXIES")
+    shown_messages: int = config.default("EXPLAINER_SHOWN_MESSAGES")
+    audit_images: int = config.default("EXPLAINER_AUDIT_MAX_IMAGES")
+    download_mb: int = config.default("EXPLAINER_MAX_DOWNLOAD_MB")
+    image_pixels: int = config.default("EXPLAINER_MAX_IMAGE_PIXELS")
+    request_pixels: int = config.default("EXPLAINER_MAX_REQUEST_PIXELS")
+    painted_layers: int = config.default("EXPLAINER_MAX_PAINTED_LAYERS")
+    audit_pixels: int = config.default("EXPLAINER_AUDIT_MAX_PIXELS")
+    audit_seconds: float = config.default("EXPLAINER_AUDIT_SECONDS")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerLimits:
-        """The limits, with any of them overridden by its environment variable (a bad value is a clear error)."""
-        names = {"uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS", "session_seconds": "EXPLAINER_SESSION_TTL",
-                 "turn_seconds": "EXPLAINER_TURN_SECONDS", "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
-                 "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT", "unread_seconds": "EXPLAINER_UNREAD_SECONDS",
-                 "trusted_proxies": "EXPLAINER_TRUSTED_PROXIES", "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
-                 "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES", "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB",
-                 "image_pixels": "EXPLAINER_MAX_IMAGE_PIXELS", "request_pixels": "EXPLAINER_MAX_REQUEST_PIXELS",
-                 "painted_layers": "EXPLAINER_MAX_PAINTED_LAYERS", "audit_pixels": "EXPLAINER_AUDIT_MAX_PIXELS",
-                 "audit_seconds": "EXPLAINER_AUDIT_SECONDS"}
-        values: dict[str, Any] = {}
-        for field_name, variable in names.items():
-            raw = environ.get(variable, "").strip()
-            if not raw:
-                continue
-            kind = type(getattr(cls, field_name))
-            if kind is str:
-                values[field_name] = proxy_list(raw, variable)
-                continue
-            try:
-                values[field_name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{variable} must be a number, not {raw[:40]!r}.") from None
-            if not values[field_name] > 0 or values[field_name] == float("inf"):
-                raise ValueError(f"{variable} must be positive, not {raw[:40]!r}.")
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerLimits:
+        """The limits, each overridden by its environment variable when set (``environ``: default ``os.environ``).
+
+        Raises
+        ------
+        ConfigError
+            When a variable holds a value it does not take (its message names the variable and the value).
+        """
+        return cls(**{field: config.setting(variable, environ) for field, variable in LIMIT_VARIABLES.items()})
 
 
-def proxy_list(value: str, variable: str = "EXPLAINER_TRUSTED_PROXIES") -> str:
-    """``value`` as uvicorn's list of trusted proxies: addresses or networks, comma-separated, checked one by one.
-
-    ``*`` (trust every connection) is refused: uvicorn then takes the *first* ``X-Forwarded-For`` entry, which the
-    client writes itself, so every visitor could name any address.
-    """
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    for entry in entries:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(f"{variable} takes IP addresses or networks (e.g. 10.0.0.0/8), separated by commas, "
-                             f"not {entry[:40]!r}.") from None
-    return ",".join(entries)
+#: The environment variable of each field of :class:`ServerLimits` (parsed and documented in :mod:`explainer.config`).
+LIMIT_VARIABLES = {
+    "uploaded_models": "EXPLAINER_MAX_UPLOADED_MODELS",
+    "session_seconds": "EXPLAINER_SESSION_TTL",
+    "turn_seconds": "EXPLAINER_TURN_SECONDS",
+    "queued_per_session": "EXPLAINER_QUEUE_PER_SESSION",
+    "queued_per_client": "EXPLAINER_QUEUE_PER_CLIENT",
+    "unread_seconds": "EXPLAINER_UNREAD_SECONDS",
+    "trusted_proxies": "EXPLAINER_TRUSTED_PROXIES",
+    "shown_messages": "EXPLAINER_SHOWN_MESSAGES",
+    "audit_images": "EXPLAINER_AUDIT_MAX_IMAGES",
+    "download_mb": "EXPLAINER_MAX_DOWNLOAD_MB",
+    "image_pixels": "EXPLAINER_MAX_IMAGE_PIXELS",
+    "request_pixels": "EXPLAINER_MAX_REQUEST_PIXELS",
+    "painted_layers": "EXPLAINER_MAX_PAINTED_LAYERS",
+    "audit_pixels": "EXPLAINER_AUDIT_MAX_PIXELS",
+    "audit_seconds": "EXPLAINER_AUDIT_SECONDS",
+}
 
 
 @contextlib.contextmanager
@@ -151,15 +138,8 @@ def forwarded_allow_ips(trusted: str) -> Iterator[None]:
     overwrite the header, could name any address and escape the per-client bound. Uvicorn reads the variable
     ``FORWARDED_ALLOW_IPS`` when its server is configured (inside Gradio's ``launch``), so it is set only then.
     """
-    before = os.environ.get("FORWARDED_ALLOW_IPS")
-    os.environ["FORWARDED_ALLOW_IPS"] = trusted
-    try:
+    with config.exported("FORWARDED_ALLOW_IPS", trusted):
         yield
-    finally:
-        if before is None:
-            os.environ.pop("FORWARDED_ALLOW_IPS", None)
-        else:
-            os.environ["FORWARDED_ALLOW_IPS"] = before
 
 
 @dataclass
