@@ -254,6 +254,18 @@ def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
     return variable.parse((os.environ if environ is None else environ).get(name))
 
 
+def check_all(environ: Mapping[str, str] | None = None) -> None:
+    """Read every variable once, so a bad value stops a server at start-up rather than at its first use.
+
+    Raises
+    ------
+    ConfigError
+        For the first variable (in :data:`VARIABLES` order) that holds a value its kind refuses.
+    """
+    for name in VARIABLES:
+        setting(name, environ)
+
+
 def default(name: str) -> Any:
     """The default value of the variable ``name`` (for the dataclasses whose fields the variables set)."""
     return VARIABLES[name].default

@@ -26,6 +26,7 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 
+from explainer import config
 from explainer.chat import AUTO, MAX_TOP_K, Settings, method_choices
 from explainer.demo import EXAMPLES_DIR
 from explainer.errors import ExplainerError
@@ -419,7 +420,11 @@ def main(**options: Any) -> None:
     """Serve the app (``options`` go to ``launch()``, e.g. ``server_port``); once it answers, load the demo models
     and trace more layers in the background."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    chat_app = ChatApp()
+    try:
+        config.check_all()  # a bad setting stops the server now, in one line, not a visitor's question later
+        chat_app = ChatApp()
+    except ExplainerError as err:
+        raise SystemExit(f"error: {err}") from None
     demo = chat_app.launch(prevent_thread_lock=True, **options)
     chat_app.preload()  # after start-up, so it does not delay it; the first example click is then fast too
     demo.block_thread()
