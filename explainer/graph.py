@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional, operation_fn
 
 from explainer import tokens
+from explainer.compat.keras_internals import Functional, operation_fn
 from explainer.errors import ModelError
 from explainer.layers import LayerPath
 
