@@ -29,6 +29,8 @@ from explainer.segment import BaseSegmenter, get_segmenter, no_mask_reason
 from explainer.tokens import as_feature_maps
 
 TOP_K = 5
+#: Images per compiled call of :func:`explain_batch` (activations and gradients of a chunk are held at once).
+EXPLAIN_CHUNK = 16
 _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
 
 
@@ -113,8 +115,11 @@ def check_finite(values: np.ndarray, what: str = "scores") -> np.ndarray:
     return values
 
 
-def warm_up(model: LoadedModel, method: str = "gradcam", layer: str | None = None) -> None:
-    """Trace the compiled functions now (start-up), so the first question is as fast as the rest."""
+def warm_up(model: LoadedModel, method: str | None = None, layer: str | None = None) -> None:
+    """Trace the compiled functions now (start-up), so the first question is as fast as the rest.
+
+    ``method`` None traces the model's default method (:func:`default_method`), the one a first question uses.
+    """
     blank = np.zeros((*model.info.input_size, 3), np.uint8)  # RGB: prepare() converts to the model's channels
     explain(model, blank, method=method, layer=layer)
     forward(model, model.prepare([blank]))
@@ -194,6 +199,79 @@ def explain(
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
+
+
+def explain_batch(
+    model: LoadedModel,
+    images: list | np.ndarray,
+    targets: list | np.ndarray | None = None,
+    method: str | None = None,
+    layer: str | None = None,
+    chunk: int = EXPLAIN_CHUNK,
+    *,
+    isolate_errors: bool = False,
+    **kwargs: object,
+) -> list:
+    """Explain many images, ``chunk`` at a time through one compiled call each (the one chunked batch loop).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`explainer.load_model`.
+    images : list or array
+        Images as :func:`explain` takes them (an N×H×W×3 array is N images).
+    targets : list, optional
+        One target per image (an index, a label or None for the top prediction); None explains each prediction.
+    method, layer :
+        As for :func:`explain`; ``method`` None is the model's default (:func:`default_method`).
+    chunk : int
+        Images per compiled call.
+    isolate_errors : bool
+        When a chunk fails with an :class:`~explainer.errors.ExplainerError`, explain its images one by one and put
+        each failing image's error in its place of the list (an audit records it and goes on). Without it, raise.
+    **kwargs :
+        ``threshold``, ``top_k`` and ``segment`` of :func:`explain`.
+
+    Returns
+    -------
+    list
+        One :class:`~explainer.result.Explanation` per image, in order (or the error, with ``isolate_errors``).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    images = list(images)
+    targets = [None] * len(images) if targets is None else [_target(t) for t in targets]
+    if len(targets) != len(images):
+        raise ExplainerError(f"Got {len(images)} images but {len(targets)} targets.")
+    if not images:
+        return []
+    method = method or default_method(model)  # resolved once, not per chunk
+    results: list = []
+    for start in range(0, len(images), chunk):
+        part, aims = images[start : start + chunk], targets[start : start + chunk]
+        try:
+            results.extend(explain(model, part, target=aims, method=method, layer=layer, **kwargs))
+        except ExplainerError:
+            if not isolate_errors:
+                raise
+            results.extend(_explain_each(model, part, aims, method, layer, kwargs))
+    return results
+
+
+def _explain_each(model, images: list, targets: list, method: str, layer: str | None, kwargs: dict) -> list:
+    """Each image alone, its error in its place: one bad image of a failed chunk does not cost the others."""
+    outcomes: list = []
+    for image, target in zip(images, targets, strict=True):
+        try:
+            outcomes.append(explain(model, image, target=target, method=method, layer=layer, **kwargs))
+        except ExplainerError as err:
+            outcomes.append(err)
+    return outcomes
+
+
+def _target(target: object) -> object:
+    """A numpy integer as a plain int (:func:`~explainer.labels.match_label` would read it as a label)."""
+    return int(target) if isinstance(target, np.integer) else target
 
 
 def default_method(model: LoadedModel) -> str:

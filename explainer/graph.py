@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional, operation_fn
 
 from explainer import tokens
+from explainer.compat.keras_internals import Functional, operation_fn
 from explainer.errors import ModelError
 from explainer.layers import LayerPath
 
-HEADS = ("softmax", "sigmoid", "logits")
+#: The final activations :class:`Head` tells apart (``logits``: none to strip). Not :data:`explainer.heads.HEADS`,
+#: the kinds of output a model's scores are read as.
+FINAL_ACTIVATIONS = ("softmax", "sigmoid", "logits")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Head:
     """How the model turns its last layer into scores: which layer, which activation it ends in, how many units."""
 
     path: LayerPath
-    kind: str  # the final activation, one of HEADS ("logits": none we strip)
+    kind: str  # one of FINAL_ACTIVATIONS
     units: int = 0  # width of the model's output (0 when unknown)
 
     @property

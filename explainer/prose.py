@@ -1,9 +1,12 @@
 """Prose from jinja2 templates, with every interpolated string escaped for Markdown and HTML.
 
-Templates live in ``templates/`` at the repository root, one file per kind of answer. Any ``{{ value }}`` that is a
-plain string is escaped (Markdown punctuation backslashed, ``<``/``>``/``&`` as HTML entities, line breaks
-flattened), so a question like ``<img onerror=...>`` or a label like ``**bold**`` from an uploaded model shows as
-typed. Numbers go through the filters below, which return already-safe text.
+Templates live in ``templates/`` at the repository root, one file per kind of answer, and one environment
+(:func:`environment`) renders them all. Any ``{{ value }}`` that is a plain string is escaped for where the
+template's text is shown: in a chat template (``*.j2``) Markdown punctuation is backslashed, ``<``/``>``/``&`` become
+HTML entities and line breaks are flattened, so a question like ``<img onerror=...>`` or a label like ``**bold**``
+from an uploaded model shows as typed; in an HTML page (``*.html.j2``, the audit report) it is HTML-escaped only, as
+a browser shows it literally without Markdown. Numbers go through the filters below, which return already-safe text
+and print a missing value (None) as "–".
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 import numpy as np
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 #: The most characters of a visitor's text an error message quotes (a 100,000-character "model id" comes back as
 #: its first 80, not as itself).
@@ -28,6 +32,10 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 # code, links, headings, lists, tables, strikethrough, LaTeX ($) or autolinks (: and .).
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
 _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+#: How a filter prints a missing number (an audit with no labelled image has no accuracy).
+MISSING = Markup("–")
+#: The name ending of a template rendered as an HTML page (HTML escaping only, no Markdown).
+HTML_SUFFIX = ".html.j2"
 
 
 def one_line(text: object, limit: int | None = None) -> str:
@@ -62,12 +70,13 @@ def escape_markdown(value: object, limit: int | None = None) -> Markup:
     return Markup(_MARKDOWN_SPECIALS.sub(r"\\\1", text))
 
 
-def _finalize(value: object) -> Markup:
-    """Applied by jinja2 to every ``{{ ... }}``: escape strings, print None as nothing, numbers briefly.
+def _escaper(template: str | None) -> Callable[[object], Markup]:
+    """How a string is escaped in ``template``: HTML only for an HTML page, Markdown and HTML for the chat's."""
+    return escape if template is not None and template.endswith(HTML_SUFFIX) else escape_markdown
 
-    The result is always :class:`~markupsafe.Markup`, so jinja2's own (HTML-only) autoescaping leaves it alone,
-    while macro output, already finalized inside the macro, is Markup too and is not escaped twice.
-    """
+
+def _show(value: object, escaper: Callable[[object], Markup]) -> Markup:
+    """One ``{{ ... }}`` value as text: None as nothing, booleans as yes/no, numbers briefly, strings escaped."""
     if value is None:
         return Markup("")
     if isinstance(value, bool):
@@ -76,16 +85,31 @@ def _finalize(value: object) -> Markup:
         return Markup(str(int(value)))
     if isinstance(value, (float, np.floating)):
         return Markup(f"{float(value):.3g}")
-    return escape_markdown(value)
+    return escaper(value)
 
 
-def join(items: object, separator: str = ", ") -> Markup:
-    """jinja2's ``join`` with each item escaped for Markdown (the built-in one escapes for HTML only)."""
-    return Markup(separator).join(_finalize(item) for item in items)
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: object) -> Markup:
+    """Applied by jinja2 to every ``{{ ... }}``: :func:`_show` with the escaping of the template being rendered.
+
+    The result is always :class:`~markupsafe.Markup`, so jinja2's own (HTML-only) autoescaping leaves it alone,
+    while macro output, already finalized inside the macro, is Markup too and is not escaped twice.
+    """
+    return _show(value, _escaper(context.name))
 
 
-def percent(value: float) -> Markup:
-    """A probability or fraction in [0, 1] as a percentage that keeps small and large values readable."""
+@jinja2.pass_context
+def join(context: jinja2.runtime.Context, items: object, separator: str = ", ") -> Markup:
+    """jinja2's ``join`` with each item escaped as the template escapes (the built-in one escapes for HTML only)."""
+    escaper = _escaper(context.name)
+    return Markup(separator).join(_show(item, escaper) for item in items)
+
+
+def percent(value: float | None) -> Markup:
+    """A probability or fraction in [0, 1] as a percentage that keeps small and large values readable ("–" for
+    None)."""
+    if value is None:
+        return MISSING
     pct = 100.0 * float(value)
     if pct != 0 and abs(pct) < 0.1:
         return Markup("&lt; 0.1 %" if pct > 0 else "&gt; −0.1 %")
@@ -117,8 +141,10 @@ def sign(value: float) -> int:
     return _points_text(value)[0]
 
 
-def number(value: float, digits: int = 2) -> Markup:
-    """A float with ``digits`` decimals (minus sign typographic)."""
+def number(value: float | None, digits: int = 2) -> Markup:
+    """A float with ``digits`` decimals (minus sign typographic; "–" for None)."""
+    if value is None:
+        return MISSING
     return Markup(f"{float(value):.{digits}f}".replace("-", "−"))
 
 
@@ -144,11 +170,12 @@ def plural(count: int, word: str, many: str | None = None) -> Markup:
 
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """The shared jinja2 environment (templates are compiled once per process)."""
+    """The one jinja2 environment of the chat's answers and the audit report (templates compiled once per process)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        # _finalize escapes for Markdown and HTML and returns Markup; autoescape then only marks macro output as
-        # already safe. Templates must not build strings with "~" (that would HTML-escape only): use join/loops.
+        # _finalize escapes for the template's kind (Markdown and HTML, or HTML) and returns Markup; autoescape then
+        # only marks macro output as already safe. Chat templates must not build strings with "~" (that would
+        # HTML-escape only): use join/loops.
         autoescape=True,
         finalize=_finalize,
         trim_blocks=True,
@@ -161,7 +188,8 @@ def environment() -> jinja2.Environment:
 
 
 def render(template: str, **context: object) -> str:
-    """Render ``templates/<template>.j2`` and tidy blank lines."""
+    """Render ``templates/<template>.j2`` and tidy blank lines (``report.html`` renders the HTML page
+    ``report.html.j2``, escaped for HTML)."""
     text = environment().get_template(f"{template}.j2").render(**context)
     text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from explainer.errors import ExplainerError
-from explainer.segment import DEFAULT_SEGMENT, BaseSegmenter, SegmentInput, get_segmenter
+from explainer.segment import DEFAULT_SEGMENT, BaseSegmenter, SegmentInput, get_segmenter, largest_component
 
 #: Fraction of the map's maximum above which a pixel belongs to the heat region (measured on the demo data).
 DEFAULT_THRESHOLD = 0.6
@@ -88,11 +87,8 @@ class Region:
         top = float(heat.max())
         if top <= 0.0:
             return _Heat(np.zeros(heat.shape, bool), (int(peak_x), int(peak_y)), 0, top)
-        binary = (heat >= self.threshold * top).astype(np.uint8)
-        _count, labels, stats, _centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        spots = _count_spots(stats[1:, cv2.CC_STAT_AREA], heat.size)
-        return _Heat(labels == largest, (int(peak_x), int(peak_y)), spots, top)
+        largest, areas = largest_component(heat >= self.threshold * top, areas=True)
+        return _Heat(largest, (int(peak_x), int(peak_y)), _count_spots(areas, heat.size), top)
 
     @property
     def heat_mask(self) -> np.ndarray:
@@ -264,7 +260,8 @@ def iou_of_boxes(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
 
 
 def iou_of_masks(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of one size (0 when both are empty)."""
+    """Intersection over union of two boolean masks of one size (0 when both are empty): the one pairwise mask IoU
+    (the metric on maps: :func:`explainer.evaluation.metrics.mask_iou`)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     union = int(np.count_nonzero(a | b))
     return int(np.count_nonzero(a & b)) / union if union else 0.0

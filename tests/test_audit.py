@@ -16,8 +16,9 @@ from planted_models import LABELS, planted_squares, trained_model
 from explainer import explain, load_model
 from explainer.cli.main import main
 from explainer.demo.audit_data import write_audit_folder
-from explainer.evaluation.audit import AuditError, class_indices
+from explainer.evaluation.audit import AuditError, AuditOptions, Collector, class_indices, summarize, write_report
 from explainer.evaluation.groundtruth import compare_region
+from explainer.prose import render
 
 MISPLACED = {3, 7, 11}  # images whose expected box is put in a far corner: right for the wrong reason
 MISLABELLED = 0  # this image is filed under another class: a wrong prediction
@@ -122,6 +123,26 @@ def test_report_is_one_offline_file_with_the_flagged_pictures(planted_run):
     assert "Wrong predictions (1)" in html and f"Right for the wrong reason ({len(MISPLACED)})" in html
     assert html.count("<tr class=") == N_PLANTED + 1  # the sortable table lists every image
     assert "<script>" in html and "sort(" in html
+
+
+def test_the_report_and_the_chat_share_one_environment_each_escaping_its_own_way(tmp_path):
+    """One jinja environment: the report's ``.html.j2`` escapes a label for HTML only (no Markdown backslashes),
+    the chat's templates escape it for Markdown too, and both print a fraction with the same ``pct`` filter."""
+    label = "<b>x</b>_*"
+    collector = Collector(tmp_path, AuditOptions(method="gradcam"))
+    collector.add({"image": "a.png", "true_label": label, "correct": True, "flag": None,
+                   "predictions": [{"index": 0, "label": label, "probability": 0.875}], "target": {"label": label}})
+    collector.close()
+    context = {"model": label, "method": "Grad-CAM", "folder": "f", "layout": "classes", "regions": None,
+               "threshold": 0.25, "engine": "local", "seconds": 1.0, "throughput": 1.0, "notes": [], "options": {}}
+    html = write_report(tmp_path / "report.html", collector, summarize(collector.rows), context).read_text()
+    assert "<td>&lt;b&gt;x&lt;/b&gt;_*</td>" in html and "<b>x</b>" not in html
+    assert "\\_" not in html and "\\*" not in html and "\\&lt;" not in html
+    assert ">88 %<" in html and "<b>–</b>mean energy inside" in html  # the chat's percentages; None as "–"
+    chat = render("no_class", asked=label, candidates=[], n_labels=1, labels=[label])
+    assert "&lt;b&gt;x&lt;/b&gt;\\_\\*" in chat and "<b>" not in chat
+    assert render("report.html", **context, summary=summarize([]), rows=[], wrong=[], wrong_reason=[],
+                  max_pictures=1).startswith("<!DOCTYPE html>")
 
 
 def test_masks_give_the_same_numbers_as_boxes(planted, planted_run, tmp_path, capsys):

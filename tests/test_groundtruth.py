@@ -25,6 +25,7 @@ from explainer.evaluation.groundtruth import (
     region_from_words,
 )
 from explainer.region import grid_location
+from explainer.server.serving import painted_mask
 
 HEIGHT, WIDTH = 60, 90
 
@@ -146,6 +147,22 @@ def test_masks_of_every_kind(result, tmp_path):
     assert compare_region(result, mask=layer) == expected
     small = read_mask(ones, (HEIGHT, WIDTH))
     assert small.shape == (HEIGHT, WIDTH) and small.sum() == (11 - 1) * (10 - 3) * 3 * 3  # each cell → 3×3 px
+
+
+def test_a_brush_layer_is_one_mask_whichever_way_it_comes(tmp_path):
+    """The editor's layer, a mask file and the chat's array take the same pixels as paint: every one not fully
+    transparent, the antialiased fringe and a faint stroke included (:func:`explainer.inputs.images.alpha_mask`)."""
+    layer = np.zeros((HEIGHT, WIDTH, 4), np.uint8)
+    layer[10:30, 20:40] = (255, 255, 255, 255)
+    layer[9, 20:40, 3] = 40  # the brush's antialiased edge
+    layer[50, 5:60, 3] = 10  # a faint stroke
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    want = layer[..., 3] > 0
+    assert np.array_equal(read_mask(layer, (HEIGHT, WIDTH)), want)
+    assert np.array_equal(read_mask(tmp_path / "layer.png", (HEIGHT, WIDTH)), want)
+    assert np.array_equal(painted_mask({"layers": [layer]}), want)
+    with pytest.raises(RegionError, match="empty"):  # transparent everywhere: nothing painted, whatever the colour
+        read_mask(np.full((HEIGHT, WIDTH, 4), (255, 255, 255, 0), np.uint8), (HEIGHT, WIDTH))
 
 
 def test_bad_regions_have_plain_messages(result, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from explainer.region import grid_location, iou_of_boxes, localize
+from explainer.segment import largest_component
 
 
 def blob(shape, center, sigma):
@@ -34,6 +35,16 @@ def test_largest_component_is_kept():
     assert region.location == "upper right"
     assert region.peak == (30, 90)  # the peak is still reported where it is
     assert region.n_regions == 2
+
+
+def test_the_region_and_the_segmenters_keep_the_same_largest_component():
+    heat = blob((120, 120), (30, 90), 5) + 0.9 * blob((120, 120), (90, 30), 14)
+    region = localize(heat / heat.max(), threshold=0.5)
+    largest, areas = largest_component(heat / heat.max() >= 0.5, areas=True)
+    assert np.array_equal(region.heat_mask, largest) and np.array_equal(largest_component(largest), largest)
+    assert len(areas) == 2 and areas.max() == largest.sum()
+    empty, none = largest_component(np.zeros((4, 4), bool), areas=True)
+    assert not empty.any() and len(none) == 0
 
 
 def test_threshold_controls_size():

@@ -4,6 +4,9 @@ method, and a pointing test on a small ViT trained on planted bars (the committe
 
 from __future__ import annotations
 
+import json
+
+import cv2
 import keras
 import keras_hub
 import numpy as np
@@ -15,8 +18,9 @@ from planted_models import BAR_PATCH, BAR_SIZE, BARS, fixture, hub_vit, planted_
 
 from explainer import explain, load_model, tokens
 from explainer.cams import METHODS
-from explainer.engine import compiled
+from explainer.engine import compiled, default_method, explain_batch
 from explainer.evaluation import metrics
+from explainer.evaluation.audit import AuditOptions, audit_folder
 from explainer.layers import depth_layer_names, find_target_layer, resolve_layer, spatial_layers, walk
 
 SIZE, PATCH, GRID = BAR_SIZE, BAR_PATCH, BAR_SIZE // BAR_PATCH
@@ -283,3 +287,20 @@ def test_the_default_points_at_the_planted_bar(trained_vit):
     last_block = results[0].layer.replace("vit_patching_and_embedding", "vit_encoder/transformer_block_2")
     last_output = explain(trained_vit, list(images), layer=last_block)
     assert all(np.abs(r.cam).max() == 0 for r in last_output)
+
+
+def test_an_audit_without_a_method_uses_the_vits_default(trained_vit, tmp_path):
+    """``audit_folder`` with default options explains a ViT with its own default (HiResCAM), not Grad-CAM: in every
+    record, in the options the report states, and in the report's text; the engine, sanity check and warm-up
+    helpers take the same default."""
+    images, labels, _masks = planted_bars(4, seed=7)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "in" / BARS[label]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "in" / BARS[label] / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    run = audit_folder(trained_vit, tmp_path / "in", tmp_path / "out", AuditOptions())
+    assert default_method(trained_vit) == "hirescam"
+    records = [json.loads(line) for line in run.results.read_text().splitlines()]
+    assert len(records) == 4 and {r["method"] for r in records} == {"hirescam"}
+    assert "HiResCAM" in run.report.read_text() and "Grad-CAM" not in run.report.read_text()
+    assert {r.method for r in explain_batch(trained_vit, images[:3], chunk=2)} == {"hirescam"}
+    assert metrics.sanity_check(trained_vit, images[:2], stages=1).method == "hirescam"

@@ -45,6 +45,7 @@ from explainer.evaluation.groundtruth import (
 )
 from explainer.layers import depth_layers, usable_layers
 from explainer.prose import one_line, render
+from explainer.region import iou_of_masks
 from explainer.render import COLORMAPS, bar_chart, crop_region, draw_region, tile
 from explainer.result import Explanation, Prediction
 from explainer.tokens import DEFAULT_METHOD as TRANSFORMER_METHOD
@@ -184,11 +185,6 @@ def _explained(state: SessionState, intent: Intent) -> Explanation | Reply:
         return ambiguous_reply(state, intent, err)
     except ClassError as err:
         return no_class_reply(state, intent, err)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def layer_stage(state: SessionState, name: str | None) -> dict | None:
@@ -391,7 +387,7 @@ def answer_class(state: SessionState, intent: Intent) -> Reply:
                 for r in (top, asked)]
     side = state.picture(("pair", id(top), id(asked), state.settings.opacity, state.settings.colormap),
                          lambda: tile([p for p, _ in pictures], [c for _, c in pictures]), asked)
-    overlap = mask_iou(top.region.heat_mask, asked.region.heat_mask)
+    overlap = iou_of_masks(top.region.heat_mask, asked.region.heat_mask)
     times = top.probability / max(asked.probability, 1e-12)
     return render_reply(
         state, "class", intent, top=top, asked=asked, rank=rank, n_classes=len(state.model.labels),
@@ -462,7 +458,7 @@ def answer_compare_classes(state: SessionState, intent: Intent) -> Reply:
                      [caption("ranked", rank=n, label=r.target_label, probability=r.probability)
                       for n, r in enumerate(results, 1)]),
         results[-1])
-    rows = [{"result": r, "overlap": mask_iou(top.region.heat_mask, r.region.heat_mask)} for r in results]
+    rows = [{"result": r, "overlap": iou_of_masks(top.region.heat_mask, r.region.heat_mask)} for r in results]
     multilabel = is_multilabel(top)
     return render_reply(
         state, "compare_classes", intent, rows=rows, count=count, method=method_name(top.method),
@@ -735,9 +731,9 @@ def _scaled_box(box: tuple[int, int, int, int], entry: ImageEntry) -> tuple[int,
 def expected_from_mask(state: SessionState, source: Any) -> ExpectedRegion:
     """A painted or uploaded mask of the region on the current image, resized to it.
 
-    ``source`` is an array (H×W or H×W×C, any dtype: the non-zero or bright part; an RGBA brush layer: where alpha
-    is above 0), a PIL image, a file path or an upload dict ``{"path": ...}`` (see
-    :func:`explainer.evaluation.groundtruth.read_mask`).
+    ``source`` is an array (H×W or H×W×C, any dtype: the non-zero or bright part; an RGBA brush layer: where it
+    is not fully transparent, :func:`explainer.inputs.images.alpha_mask`), a PIL image, a file path or an upload
+    dict ``{"path": ...}`` (see :func:`explainer.evaluation.groundtruth.read_mask`).
 
     Raises
     ------
@@ -749,20 +745,8 @@ def expected_from_mask(state: SessionState, source: Any) -> ExpectedRegion:
         source = source.get("path")
         if source is None:
             raise RegionError("The mask upload carried no file.")
-    mask = read_mask(_brush_layer(source), entry.image.shape[:2])
+    mask = read_mask(source, entry.image.shape[:2])
     return ExpectedRegion(entry.number, mask, None, "mask")
-
-
-def _brush_layer(source: Any) -> Any:
-    """An RGBA array whose alpha varies (a brush layer) as its painted part, alpha > 0; anything else unchanged.
-
-    An RGBA array that is transparent everywhere is nothing painted (an empty mask, whatever its colours)."""
-    if not isinstance(source, np.ndarray) or source.ndim != 3 or source.shape[-1] != 4:
-        return source
-    alpha = np.nan_to_num(source[..., 3].astype(np.float64))
-    if alpha.max() <= 0 or alpha.min() < alpha.max():
-        return alpha > 0
-    return source
 
 
 def _current(state: SessionState) -> ImageEntry:

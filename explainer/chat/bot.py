@@ -108,7 +108,8 @@ class ChatSession:
             Where the user expects the evidence on the current image (after adding ``files``): a typed box
             (``"40, 60, 80, 80"`` as x, y, w, h; corners ``"x1,y1,x2,y2 = 10,10,50,50"`` when the text says so) or
             place words (``"lower left"``); or a mask array (H×W or H×W×C, any size with the image's proportions,
-            any dtype: the non-zero or bright part; an RGBA brush layer: where alpha > 0), resized to the image.
+            any dtype: the non-zero or bright part; an RGBA brush layer: where not fully transparent), resized to the
+            image.
             Given, the answer is "is it looking here?" (intent ``expected``) whatever the text says; the text may
             add a class ("for square") or a method ("with gradcam++"). A blank string counts as no region.
 

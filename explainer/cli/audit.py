@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from explainer.cams import get_method
 from explainer.cli.options import METHOD_HELP, add_model_arguments, fail
-from explainer.engine import default_method
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import (
     DEFAULT_BATCH_SIZE,
@@ -106,8 +105,7 @@ def _prepare(args: argparse.Namespace) -> tuple[ModelSpec, LoadedModel, AuditOpt
     spec = ModelSpec(args.model, args.labels, args.preprocess, True if args.trust_model else None)
     options = AuditOptions(args.method, args.layer, args.threshold, args.wrong_reason_threshold, args.batch_size)
     model = spec.load()
-    if options.method is None:  # the engine's default for this model, named in every record and the report
-        options = replace(options, method=default_method(model))
+    options = options.for_model(model)  # the engine's default named in every record and the report
     get_method(options.method)
     resolve_layer(model.keras_model, args.layer)
     return spec, model, options

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from explainer import explain, load_model
+from explainer import load_model
 from explainer.demo import MODELS_DIR
 from explainer.demo.generate import CLASSES, MARK_BOX, ShapesData, draw_plain_shape, make_dataset
+from explainer.engine import explain_batch
 from explainer.evaluation import metrics
 from explainer.evaluation.method_table import EVALUATION_SEED
 from explainer.region import DEFAULT_THRESHOLD
@@ -39,16 +40,6 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.15, 0.851, 0.05))
 SEEDS = {"clean": EVALUATION_SEED, "shortcut": 20_002, "conflict": 20_003}
 BATCH = 100
 PLAIN_SHAPES = ("circle", "square", "triangle")
-
-
-def explain_all(model, images: np.ndarray | list, targets: list | None = None) -> list:
-    """Explain many images in batches (``targets`` None explains each top prediction)."""
-    results = []
-    for start in range(0, len(images), BATCH):
-        chunk = list(images[start: start + BATCH])
-        target = None if targets is None else [int(t) for t in targets[start: start + BATCH]]
-        results.extend(explain(model, chunk, target=target))
-    return results
 
 
 def tolerances(masks: np.ndarray | list) -> np.ndarray:
@@ -79,7 +70,7 @@ def localization_sweep(images: list, results: list, boxes: np.ndarray) -> dict[f
 def evaluate_honest(model, data: ShapesData) -> dict:
     """Accuracy, pointing game, centre baseline and box IoU of ``model`` on ``data``."""
     images = list(data.images)
-    results = explain_all(model, images, targets=list(data.labels))
+    results = explain_batch(model, images, list(data.labels), chunk=BATCH)
     predicted = np.array([int(np.argmax(r.probabilities)) for r in results])
     tolerance = tolerances(data.masks)
     sweep = localization_sweep(images, results, data.boxes)
@@ -117,7 +108,7 @@ def plain_cases() -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
 def evaluate_plain(model) -> dict:
     """Accuracy and pointing (true class) on :func:`plain_cases`."""
     images, masks, labels = plain_cases()
-    results = explain_all(model, images, targets=labels)
+    results = explain_batch(model, images, labels, chunk=BATCH)
     predicted = np.array([int(np.argmax(r.probabilities)) for r in results])
     pointed = metrics.pointing_game(None, images, results, masks=masks, tolerance=tolerances(masks))
     return {"n": len(images), "accuracy": float((predicted == np.array(labels)).mean()),
@@ -126,8 +117,8 @@ def evaluate_plain(model) -> dict:
 
 def evaluate_shortcut(model, normal: ShapesData, conflict: ShapesData) -> dict:
     """Accuracy with matching tags; on conflicting tags whom the prediction and the peak follow."""
-    normal_pred = np.array([r.target_index for r in explain_all(model, normal.images)])
-    results = explain_all(model, conflict.images)
+    normal_pred = np.array([r.target_index for r in explain_batch(model, normal.images, chunk=BATCH)])
+    results = explain_batch(model, conflict.images, chunk=BATCH)
     return {
         "n": len(normal),
         "accuracy": float((normal_pred == normal.labels).mean()),
@@ -219,7 +210,7 @@ def evaluate_models(names: list[str] | tuple[str, ...] = ("shapes", "shapes-shor
         report = evaluate_honest(model, make_dataset(n, SEEDS["clean"]))
         report["plain"] = evaluate_plain(model)
         conflict = make_dataset(n, SEEDS["conflict"], conflict=True)
-        report["tagged"] = conflict_behaviour(explain_all(model, conflict.images), conflict)
+        report["tagged"] = conflict_behaviour(explain_batch(model, conflict.images, chunk=BATCH), conflict)
         print_honest(report)
         print(f"shapes on {n} images with a tag of another class (it never saw tags):")
         print_conflict(report["tagged"])

@@ -20,15 +20,14 @@ import heapq
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
-import jinja2
 import numpy as np
 
 from explainer.cams import get_method
-from explainer.engine import explain
+from explainer.engine import default_method, explain_batch
 from explainer.errors import ExplainerError
 from explainer.evaluation.groundtruth import (
     BOX_FORMATS,
@@ -42,11 +41,10 @@ from explainer.inputs import dicom
 from explainer.inputs.images import IMAGE_SUFFIXES, load_image_with_notes
 from explainer.labels import normalize
 from explainer.models.loading import LoadedModel, load_model
-from explainer.prose import quote
+from explainer.prose import quote, render
 from explainer.region import DEFAULT_THRESHOLD
 from explainer.render import draw_outline, overlay
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 #: Images explained per call of the compiled ``explain`` (on 2 CPUs small batches are fastest per image).
 DEFAULT_BATCH_SIZE = 16
 #: Pictures shown per report section (the table lists every image): the most confident mistakes first, and the
@@ -111,14 +109,22 @@ class AuditItem:
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """How each image is explained and judged (the same for every engine and worker)."""
+    """How each image is explained and judged (the same for every engine and worker).
 
-    method: str = "gradcam"
+    ``method`` None is the model's default (:func:`explainer.engine.default_method`): :meth:`for_model` names it
+    before a run, so every record, worker and report states the same one.
+    """
+
+    method: str | None = None
     layer: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     wrong_reason_threshold: float = WRONG_REASON_THRESHOLD
     batch_size: int = DEFAULT_BATCH_SIZE
     pictures: bool = True
+
+    def for_model(self, model: LoadedModel) -> AuditOptions:
+        """These options with ``method`` named: the model's default when None."""
+        return self if self.method is not None else replace(self, method=default_method(model))
 
 
 @dataclass(frozen=True)
@@ -332,34 +338,15 @@ def process_batch(model: LoadedModel, items: list[AuditItem], options: AuditOpti
             loaded.append((i, load_image_with_notes(item.path)))
         except ExplainerError as err:
             records[i] = _failed(item, err)
-    outcomes = _explain_all(model, [image.pixels for _i, image in loaded],
-                            [items[i].true_index for i, _image in loaded], options)
+    outcomes = explain_batch(model, [image.pixels for _i, image in loaded],
+                             [items[i].true_index for i, _image in loaded], options.method, options.layer,
+                             chunk=max(1, len(loaded)), isolate_errors=True, threshold=options.threshold)
     for (i, image), outcome in zip(loaded, outcomes, strict=True):
         if isinstance(outcome, ExplainerError):
             records[i] = _failed(items[i], outcome)
         else:
             records[i] = _record(items[i], outcome, image.notes, options)
     return records
-
-
-def _explain_all(model, images: list[np.ndarray], targets: list[int | None], options: AuditOptions) -> list:
-    """Explanations of the batch; when the batch fails, each image alone (its own error, the others kept)."""
-    if not images:
-        return []
-    try:
-        return explain(model, images, target=targets, method=options.method, layer=options.layer,
-                       threshold=options.threshold)
-    except ExplainerError:
-        if len(images) == 1:
-            raise
-    outcomes = []
-    for image, target in zip(images, targets, strict=True):
-        try:
-            outcomes.append(explain(model, image, target=target, method=options.method, layer=options.layer,
-                                    threshold=options.threshold))
-        except ExplainerError as err:
-            outcomes.append(err)
-    return outcomes
 
 
 def _failed(item: AuditItem, err: Exception) -> dict:
@@ -534,13 +521,13 @@ def _mean(values: list[float]) -> float | None:
 
 
 def write_report(path: Path, collector: Collector, summary: dict, context: dict) -> Path:
-    """Render ``templates/report.html.j2`` into ``path`` (one file: pictures embedded, no network needed)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f} %"
-    env.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}f}"
-    html = env.get_template("report.html.j2").render(
-        summary=summary, rows=collector.rows, wrong=collector.shown("wrong"),
+    """Render ``templates/report.html.j2`` into ``path`` (one file: pictures embedded, no network needed).
+
+    Through the chat's environment (:func:`explainer.prose.render`): the same filters, so a percentage reads the same
+    in the report as in the chat's audit summary, and HTML escaping for the page.
+    """
+    html = render(
+        "report.html", summary=summary, rows=collector.rows, wrong=collector.shown("wrong"),
         wrong_reason=collector.shown("wrong_reason"), max_pictures=MAX_PICTURES, **context)
     path.write_text(html, encoding="utf-8")
     return path
@@ -584,6 +571,7 @@ def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOpti
     by then, saying so. Raises :class:`AuditError` (via :func:`plan_audit`) when the folder cannot be audited.
     """
     plan = plan_audit(folder, model.labels, boxes, masks, name=name)
+    options = options.for_model(model)
     out.mkdir(parents=True, exist_ok=True)
     done = [0]
 

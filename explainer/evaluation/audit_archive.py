@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from explainer.engine import default_method
 from explainer.evaluation.audit import AuditOptions, AuditRun, audit_folder
 from explainer.inputs.archive import MAX_IMAGES, MAX_PIXELS, extract_audit_folder, remove
 from explainer.models.loading import LoadedModel
@@ -57,9 +56,7 @@ def audit_archive(archive: str | os.PathLike, model: LoadedModel, out: str | os.
     ArchiveError
         When the zip cannot be audited (not a zip, over a limit, no images).
     """
-    options = options or AuditOptions()
-    if options.method is None:  # the model's default, named in every record and the report
-        options = replace(options, method=default_method(model))
+    options = (options or AuditOptions()).for_model(model)
     folder_path = Path(unpack_to) if unpack_to is not None else Path(tempfile.mkdtemp(prefix="audit-set-"))
     try:
         folder = extract_audit_folder(archive, folder_path, max_images=max_images, max_pixels=max_pixels)

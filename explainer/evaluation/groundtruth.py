@@ -34,7 +34,7 @@ from explainer.inputs import dicom
 from explainer.inputs.images import (
     _open as open_image_file,  # Pillow with the project's size limits and plain error messages
 )
-from explainer.inputs.images import load_image
+from explainer.inputs.images import alpha_mask, load_image
 from explainer.region import iou_of_masks
 from explainer.result import Explanation
 
@@ -215,9 +215,11 @@ def region_from_text(text: str, size: tuple[int, int]) -> tuple[int, int, int, i
 def read_mask(source: str | os.PathLike | Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A mask image or array as a boolean mask of ``size`` = (height, width).
 
-    The region is the painted part: where the mask has transparency (a brush layer saved as PNG), every opaque
-    pixel; otherwise every pixel brighter than half the mask's maximum (white on black, 1 on 0, any colour on
-    black). A mask of another size is resized with nearest-neighbour sampling.
+    The region is the painted part: where the mask has transparency (a brush layer, as an RGBA array or saved as
+    PNG), every pixel not fully transparent (:func:`explainer.inputs.images.alpha_mask`; a layer transparent
+    everywhere is nothing painted, whatever its colours); otherwise every pixel brighter than half the mask's
+    maximum (white on black, 1 on 0, any colour on black). A mask of another size is resized with nearest-neighbour
+    sampling.
 
     Raises
     ------
@@ -265,8 +267,8 @@ def _painted(array: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(np.asarray(array, np.float64))
     if values.ndim == 3 and values.shape[-1] == 4:
         alpha = values[..., 3]
-        if alpha.min() < alpha.max():  # a transparent layer: the painted strokes are what is opaque
-            return alpha > alpha.max() / 2
+        if alpha.min() < alpha.max() or alpha.max() <= 0:  # a brush layer: its strokes, not its colours
+            return alpha_mask(alpha)
         values = values[..., :3]
     if values.ndim == 3:
         values = values.max(axis=-1)

@@ -149,7 +149,7 @@ def evaluate(model, data: Dataset, methods: list[str], *, steps: int = metrics.C
     for method in methods:
         if progress:
             progress(f"{method}: explaining {len(data.images)} images")
-        maps, seconds = _explain_all(model, data.images, targets, method, layer, batch_size)
+        maps, seconds = _timed_maps(model, data.images, targets, method, layer, batch_size)
         table[method] = _scores(model, data, maps, targets, steps, threshold, tolerance)
         table[method].update(centre_baseline=centre, ms_per_image=1000 * seconds / len(data.images))
         table[method]["segmentation"] = segmentation_scores(data, maps, segments, threshold)
@@ -172,8 +172,9 @@ def segmentation_scores(data: Dataset, maps, segments: list[str] | None = None,
     return scores
 
 
-def _explain_all(model, images, targets, method, layer, batch_size) -> tuple[list[np.ndarray], float]:
-    explain(model, images[0], targets[0], method=method, layer=layer)  # trace once, outside the timing
+def _timed_maps(model, images, targets, method, layer, batch_size) -> tuple[list[np.ndarray], float]:
+    """The maps of ``method`` and the seconds they took, tracing (the first call) left out of the timing."""
+    explain(model, images[0], targets[0], method=method, layer=layer)
     started = time.perf_counter()
     maps = metrics.heatmaps(model, images, targets, method, layer, batch_size)
     return maps, time.perf_counter() - started

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from explainer.cams import get_method
-from explainer.engine import explain, forward, predict
+from explainer.engine import default_method, explain_batch, forward, predict
 from explainer.heads import probabilities as head_probabilities
 from explainer.inputs.images import load_image
 from explainer.layers import walk
@@ -444,7 +444,7 @@ class SanityCheck:
         }
 
 
-def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method: str = "gradcam",
+def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method: str | None = None,
                  layer: str | None = None, stages: int = 4, seed: int = 0,
                  threshold: float = SANITY_THRESHOLD) -> SanityCheck:
     """Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency Maps", 2018).
@@ -462,7 +462,8 @@ def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method:
         The shared call shape; ``maps`` (the method's maps on the unmodified model) are computed when None, and the
         same ``targets`` (top predictions of the unmodified model when None) are explained on every copy.
     method, layer :
-        As for :func:`explainer.explain`.
+        As for :func:`explainer.explain` (``method`` None: the model's default,
+        :func:`explainer.engine.default_method`).
     stages : int
         Number of cumulative randomization stages (the first is the output layer alone).
     seed : int
@@ -472,6 +473,7 @@ def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method:
     """
     images = [load_image(image) for image in images]
     targets = _targets(model, images, targets)
+    method = method or default_method(model)  # the copies below must be explained with the same method
     if maps is None:
         maps = heatmaps(model, images, targets, method, layer)
     _, originals, _ = _inputs(model, images, maps, targets)
@@ -488,16 +490,10 @@ def sanity_check(model: LoadedModel, images, maps=None, targets=None, *, method:
     return SanityCheck(get_method(method).name, names, np.array(correlations, np.float32), threshold)
 
 
-def heatmaps(model: LoadedModel, images: list, targets, method="gradcam", layer: str | None = None,
+def heatmaps(model: LoadedModel, images: list, targets, method: str | None = None, layer: str | None = None,
              batch_size: int = FORWARD_BATCH) -> list[np.ndarray]:
-    """The maps of ``method`` for each image and target, explained ``batch_size`` images at a time."""
-    targets = [int(t) for t in targets]
-    maps = []
-    for start in range(0, len(images), batch_size):
-        results = explain(model, images[start : start + batch_size], targets[start : start + batch_size],
-                          method=method, layer=layer)
-        maps.extend(r.heatmap for r in results)
-    return maps
+    """The maps of ``method`` (None: the model's default) for each image and target, ``batch_size`` at a time."""
+    return [r.heatmap for r in explain_batch(model, images, targets, method, layer, chunk=batch_size)]
 
 
 def _copy(model: LoadedModel) -> LoadedModel:

@@ -262,6 +262,18 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB")), dtype=np.uint8)
 
 
+def alpha_mask(alpha: np.ndarray) -> np.ndarray:
+    """Where a painted layer's alpha channel (any dtype, H×W) holds paint: bool H×W, the one rule of every brush
+    layer and transparent mask file (the app's ImageEditor, the chat, ``--masks`` files).
+
+    Every pixel not fully transparent is paint (NaN is none). Not "above half the maximum": that would drop a
+    faint or low-opacity stroke whenever another stroke is more opaque, so one stroke would change what another
+    counts for; and the visitor sees every tinted pixel as painted. The cost is the antialiased fringe of a brush
+    (about a pixel around each stroke) counting as paint, small against any region worth asking about.
+    """
+    return np.asarray(alpha) > 0
+
+
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     """Composite on white: transparent areas of a logo or drawing are white to a person looking at it."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0

@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 import keras
 import numpy as np
 
+from explainer.compat.keras_internals import SafeModeScope
 from explainer.config import setting
 from explainer.errors import ModelError
 from explainer.models.zoo import imagenet_labels
@@ -234,7 +235,6 @@ def _keras_hub(preset: str, source: str, labels: list[str] | None, config: dict)
     """A Keras Hub image classifier, with its own preprocessing (and labels where the preset has them)."""
     try:
         import keras_hub
-        from keras.src.saving.serialization_lib import SafeModeScope
     except ImportError as err:
         raise ModelError("Loading Keras Hub models needs the keras-hub package (pip install keras-hub).") from err
     name = source.removeprefix(SCHEME)

@@ -8,7 +8,7 @@ when a method finds nothing, happen here, once, for all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, overload
 
 import cv2
 import numpy as np
@@ -69,10 +69,22 @@ class BaseSegmenter:
         return mask if mask.any() else inputs.heat_mask.copy()
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (an empty mask stays empty)."""
+@overload
+def largest_component(mask: np.ndarray, areas: Literal[False] = False) -> np.ndarray: ...
+
+
+@overload
+def largest_component(mask: np.ndarray, areas: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def largest_component(mask: np.ndarray, areas: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The largest 8-connected component of a boolean mask (an empty mask stays empty).
+
+    With ``areas``, also the pixel areas of all its components (int array, empty for an empty mask): how
+    :class:`explainer.region.Region` counts the separate spots of a map.
+    """
     binary = np.asarray(mask, np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count <= 1:
-        return binary.astype(bool)
-    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    largest = binary.astype(bool) if count <= 1 else labels == 1 + int(np.argmax(sizes))
+    return (largest, sizes) if areas else largest

@@ -357,7 +357,7 @@ def _read_legacy(path: Path) -> tuple[dict, int]:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
         raise ModelError(_NOT_A_MODEL) from err
-    from keras.src.legacy.saving import json_utils
+    from explainer.compat.keras_internals import json_utils
 
     raw = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
     try:
@@ -453,7 +453,7 @@ def _deferred_variables() -> Iterator[list]:
     Keras keeps deferred variables in a per-thread list that the next stateless scope to close would initialise
     (allocate); the list is swapped out here and the caller's restored on exit, so ours are simply dropped.
     """
-    from keras.src.backend.common import global_state
+    from explainer.compat.keras_internals import global_state
 
     key = "uninitialized_variables"
     saved = global_state.get_global_attribute(key)
@@ -468,11 +468,11 @@ def _deferred_variables() -> Iterator[list]:
 
 def _build(config: dict, legacy: bool) -> Any:
     """The model object from its config, in safe mode, uncompiled (as ``load_model(compile=False)`` builds it)."""
-    from keras.src.saving import serialization_lib
+    from explainer.compat.keras_internals import serialization_lib
 
     config = copy.deepcopy(config)  # Keras pops keys out of the config it builds from
     if legacy:
-        from keras.src.legacy.saving import saving_options, saving_utils
+        from explainer.compat.keras_internals import saving_options, saving_utils
 
         with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
             return saving_utils.model_from_config(config, custom_objects={})

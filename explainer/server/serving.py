@@ -24,7 +24,7 @@ import numpy as np
 
 from explainer import config
 from explainer.errors import ImageError
-from explainer.inputs.images import charge, open_image
+from explainer.inputs.images import alpha_mask, charge, open_image
 from explainer.prose import render
 from explainer.server.gradio_internals import GradioQueue, id_of_event, stateful
 from explainer.server.uploads import UploadRefused, uploaded_file
@@ -519,7 +519,7 @@ def _layer_alpha(layer: Any, folder: str | os.PathLike | None) -> np.ndarray | N
         if layer.ndim != 3 or layer.shape[-1] != 4:
             return None
         charge((layer.shape[1], layer.shape[0]), PAINTED_LAYER)
-        return layer[..., 3] > 0
+        return alpha_mask(layer[..., 3])
     if folder is None:
         raise UploadRefused()
     path = uploaded_file(layer, folder)
@@ -531,6 +531,6 @@ def _layer_alpha(layer: Any, folder: str | os.PathLike | None) -> np.ndarray | N
         if "A" not in img.getbands():
             return None
         try:
-            return np.asarray(img.getchannel("A")) > 0
+            return alpha_mask(np.asarray(img.getchannel("A")))
         except (OSError, SyntaxError, ValueError) as err:
             raise ImageError(f"{PAINTED_LAYER} looks damaged or truncated and cannot be decoded.") from err
