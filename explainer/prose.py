@@ -26,7 +26,10 @@ from markupsafe import Markup, escape
 QUOTE_CHARS = 80
 _CONTROL = {"Cc", "Cf", "Cs", "Co", "Cn"}  # control, format (zero-width, bidi overrides), surrogates, unassigned
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
+#: The templates: inside the installed package (the wheel carries the repository's templates/ as
+#: explainer/templates), else the repository's own folder beside the package.
+TEMPLATE_DIR = next(folder for folder in (Path(__file__).resolve().parent / "templates",
+                                          Path(__file__).resolve().parents[1] / "templates") if folder.is_dir())
 
 # Backslash-escaping any ASCII punctuation is valid CommonMark; these are the characters that start emphasis,
 # code, links, headings, lists, tables, strikethrough, LaTeX ($) or autolinks (: and .).

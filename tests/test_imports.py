@@ -157,3 +157,73 @@ print("\\n".join(failed))
 """
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "", run.stdout
+
+
+#: The layers of the package, lowest first: a module imports only modules of its own layer or lower ones.
+#: The engine (the flat core, the CAM methods, segmentation, inputs, models and the Keras adapter) knows nothing
+#: of evaluation, the chat or the server; the server is above the chat, the chat above evaluation.
+LAYERS = {
+    "engine": ("explainer", "explainer.cams", "explainer.segment", "explainer.inputs", "explainer.models",
+               "explainer.compat", "explainer.demo", "explainer.demo.generate"),
+    "evaluation": ("explainer.evaluation",),
+    "chat": ("explainer.chat",),
+    "server": ("explainer.server",),
+    "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report",
+              "explainer.demo.audit_data"),
+}
+
+
+def _layer(module: str) -> int:
+    """The index in :data:`LAYERS` of ``module``: the layer naming the longest prefix of it."""
+    best, found = -1, None
+    for index, prefixes in enumerate(LAYERS.values()):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), index
+    assert found is not None, module
+    return found
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} -> {target}" for name, targets in graph.items() for target in targets
+                  if _layer(target) > _layer(name))
+
+
+def test_every_module_imports_only_its_layer_or_lower_ones():
+    graph = {name: _targets(name, path) for name, path in MODULES.items()}
+    assert _upward_imports(graph) == []
+
+
+def test_the_layer_check_sees_an_engine_module_importing_the_chat():
+    assert _layer("explainer.engine") == 0 and _layer("explainer.server.ui") == 3 and _layer("explainer.cli.main") == 4
+    assert _upward_imports({"explainer.region": {"explainer.chat.session"}}) == [
+        "explainer.region -> explainer.chat.session"]
+    assert _upward_imports({"explainer.chat.bot": {"explainer.region", "explainer.evaluation.metrics"}}) == []
+
+
+def test_no_module_shadows_a_well_known_package():
+    known = {"transformers", "statistics", "evaluate", "io", "json", "logging", "typing", "types", "random", "keras",
+             "tensorflow", "gradio", "numpy", "cv2", "jinja2", "ray", "datasets", "tokenizers", "torch", "pydicom"}
+    stems = {name.rsplit(".", 1)[-1] for name in MODULES}
+    assert stems & known == set()
+
+
+def test_the_flat_core_stays_small():
+    core = list(PACKAGE.glob("*.py"))
+    assert len(core) <= 15, sorted(p.name for p in core)
+
+
+def _imports_gradio(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(name == "gradio" or name.startswith("gradio.") for name in names):
+            return True
+    return False
+
+
+def test_the_gradio_files_hold_wiring_only():
+    """Gradio is imported by the page module and the Spaces entry only, 600 lines in all: the logic lives below."""
+    files = [path for path in [ROOT / "app.py", *sorted(PACKAGE.rglob("*.py"))] if _imports_gradio(path)]
+    assert [path.relative_to(ROOT).as_posix() for path in files] == ["explainer/server/ui.py"]
+    assert sum(len(path.read_text(encoding="utf-8").splitlines()) for path in [ROOT / "app.py", *files]) <= 600

@@ -92,7 +92,7 @@ def test_installed_serve_answers_explain(installed, tmp_path):
         client = _connect(f"http://127.0.0.1:{port}/", server)
         answer, _overlay, facts = client.predict(handle_file(shape_png(tmp_path, "square")), "why?", "shapes", "",
                                                  api_name="/explain")
-        assert "square" in answer.lower() and facts["target"]["label"] == "square"
+        assert "square" in answer.lower() and facts["data"]["explanation"]["target"]["label"] == "square"
     finally:
         server.terminate()
         server.wait(30)

@@ -23,7 +23,6 @@ from explainer.chat import AUTO, ChatSession, Reply, SettingError, answer_once
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.demo import load_examples
-from explainer.engine import default_method
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import AuditOptions
 from explainer.evaluation.audit_archive import audit_archive
@@ -318,7 +317,7 @@ class ChatServer:
         if not isinstance(method, str) or (method != AUTO and method not in METHODS):
             raise Refusal(f"Unknown method {quote(method)}; choose one of {', '.join(METHODS)}.")
         model = self._audit_model(model_name, visit)
-        options = AuditOptions(method=default_method(model) if method == AUTO else method)
+        options = AuditOptions(method=None if method == AUTO else method).for_model(model)
         limits = self.limits
         work = Path(tempfile.mkdtemp(prefix="audit-", dir=self.upload_folder))
         desc = f"Explaining (an audit here stops after {limits.audit_seconds:g} s)"

@@ -1,0 +1,349 @@
+"""The explain loop: one compiled forward+backward pass per batch, then a CAM method, then localization.
+
+The gradient step is a ``tf.function`` with a fixed input signature, traced once per (model, layer) and cached on
+the :class:`~explainer.models.loading.LoadedModel`; it returns the logits, the target layer's activations and their
+gradients in one pass, so a chat turn never runs the network twice for the same image and target.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from explainer import deadline, tokens
+from explainer.cams import CamBatch, get_method
+from explainer.errors import ExplainerError, ModelError
+from explainer.graph import Replay
+from explainer.heads import probabilities
+from explainer.inputs.images import load_image
+from explainer.labels import match_label
+from explainer.layers import LayerPath, resolve_layer
+from explainer.models.loading import LoadedModel
+from explainer.region import DEFAULT_THRESHOLD, localize
+from explainer.result import Explanation, Prediction
+from explainer.segment import BaseSegmenter, get_segmenter, no_mask_reason
+from explainer.tokens import as_feature_maps
+
+TOP_K = 5
+#: Images per compiled call of :func:`explain_batch` (activations and gradients of a chunk are held at once).
+EXPLAIN_CHUNK = 16
+_AUTO = -1  # target placeholder meaning "the top prediction", resolved inside the compiled function
+
+
+@dataclass
+class CompiledLayer:
+    """Compiled functions for one target layer of one model."""
+
+    layer: LayerPath
+    with_gradients: tf.types.experimental.PolymorphicFunction
+    without_gradients: tf.types.experimental.PolymorphicFunction
+
+
+def compiled(model: LoadedModel, layer: str | None = None) -> CompiledLayer:
+    """The cached compiled functions for ``layer`` (automatic when None); traced on first use only."""
+    requested = f"layer:{layer or ''}"
+    if requested in model._compiled:  # hot path: no walk over the model's layers
+        return model._compiled[requested]
+    path = resolve_layer(model.keras_model, layer)
+    with model._lock:
+        key = f"layer:{path.name}"
+        if key not in model._compiled:
+            model._compiled[key] = _compile(model, path)
+        model._compiled[requested] = model._compiled[key]
+        return model._compiled[key]
+
+
+def _signature(model: LoadedModel) -> tf.TensorSpec:
+    height, width = model.info.input_size
+    return tf.TensorSpec([None, height, width, model.info.channels], tf.float32)
+
+
+def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
+    replay = Replay(model.keras_model, path)
+
+    @tf.function(input_signature=[_signature(model), tf.TensorSpec([None], tf.int32)])
+    def with_gradients(x, targets):
+        with tf.GradientTape() as tape:
+            logits, acts = replay(x, tape)
+            chosen = tf.where(targets >= 0, targets, tf.argmax(logits, axis=-1, output_type=tf.int32))
+            # Images in a batch are independent, so the gradient of the sum is each image's own gradient.
+            score = tf.reduce_sum(tf.gather(logits, chosen, batch_dims=1))
+        # A transformer's (batch, tokens, dim) → (batch, h, w, dim); a CNN's maps pass through untouched.
+        acts, grads = as_feature_maps(path.tokens, acts, tape.gradient(score, acts))
+        return logits, acts, grads, chosen
+
+    @tf.function(input_signature=[_signature(model)])
+    def without_gradients(x):
+        logits, acts = replay(x)
+        return logits, as_feature_maps(path.tokens, acts)[0]
+
+    return CompiledLayer(path, with_gradients, without_gradients)
+
+
+def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits of preprocessed ``inputs`` through the compiled model, in chunks of ``batch_size``."""
+    with model._lock:
+        if "__logits__" not in model._compiled:
+            replay = Replay(model.keras_model, None)
+            model._compiled["__logits__"] = tf.function(lambda x: replay(x)[0],
+                                                        input_signature=[_signature(model)])
+        fn = model._compiled["__logits__"]
+    chunks = []
+    for start in range(0, len(inputs), batch_size):
+        deadline.check()  # between batches: a turn over its time budget (or whose visitor left) stops here
+        chunks.append(fn(tf.constant(inputs[start : start + batch_size], tf.float32)).numpy())
+    return check_finite(np.concatenate(chunks)) if chunks else np.zeros((0, len(model.labels)), np.float32)
+
+
+def predict(model: LoadedModel, images: list[np.ndarray]) -> np.ndarray:
+    """The model's own probabilities (N×C) for RGB images of any size (see :func:`explainer.heads.probabilities`)."""
+    return probabilities(forward(model, model.prepare(images)), model.info.head)
+
+
+def check_finite(values: np.ndarray, what: str = "scores") -> np.ndarray:
+    """``values`` unchanged, or :class:`ModelError` when any is NaN or infinite (never shown as a percentage)."""
+    if not np.isfinite(values).all():
+        if what == "map":
+            raise ModelError("The explanation map for this image came out as invalid numbers (NaN or infinity); "
+                             "the model's weights or activations may be broken.")
+        raise ModelError("The model produced invalid numbers (NaN or infinity) for this image; "
+                         "its weights may be broken.")
+    return values
+
+
+def warm_up(model: LoadedModel, method: str | None = None, layer: str | None = None) -> None:
+    """Trace the compiled functions now (start-up), so the first question is as fast as the rest.
+
+    ``method`` None traces the model's default method (:func:`default_method`), the one a first question uses.
+    """
+    blank = np.zeros((*model.info.input_size, 3), np.uint8)  # RGB: prepare() converts to the model's channels
+    explain(model, blank, method=method, layer=layer)
+    forward(model, model.prepare([blank]))
+    started = time.perf_counter()  # traced now: this is the cost of one image, for time-budget estimates
+    forward(model, model.prepare([blank]))
+    model._compiled.setdefault("forward_seconds", time.perf_counter() - started)
+
+
+def forward_seconds(model: LoadedModel) -> float | None:
+    """Measured seconds of one image's forward pass (None until :func:`warm_up` ran)."""
+    return model._compiled.get("forward_seconds")
+
+
+def explain(
+    model: LoadedModel,
+    image,
+    target: int | str | list | None = None,
+    method: str | None = None,
+    layer: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    top_k: int = TOP_K,
+    segment: str | BaseSegmenter | None = None,
+) -> Explanation | list[Explanation]:
+    """Explain what ``model`` looks at in ``image``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`explainer.load_model`.
+    image : array, path, PIL image, or a list of them
+        RGB ``uint8`` H×W×3 of any size (grey, RGBA and 16-bit are converted). A list is explained as one batch.
+    target : None, int, str, or a list of them
+        ``None`` explains the top prediction; an index or a (fuzzy) label explains that class. A list of targets
+        for one image explains each, as one batch.
+    method : str, optional
+        A name from :data:`explainer.cams.METHODS`. By default Grad-CAM, or HiResCAM for a vision transformer
+        (see :data:`explainer.tokens.DEFAULT_METHOD`).
+    layer : str, optional
+        Target layer name or ``/``-joined path; the last spatial layer by default (for a vision transformer, the
+        token embeddings entering the first block: :func:`explainer.tokens.default_path`).
+    threshold : float
+        Localization threshold as a fraction of the map's maximum.
+    top_k : int
+        How many predictions to report.
+    segment : str or BaseSegmenter, optional
+        How :attr:`Region.mask <explainer.region.Region.mask>` segments the object (a name from
+        :data:`explainer.segment.SEGMENTERS`; default :data:`~explainer.segment.DEFAULT_SEGMENT`). The mask is
+        computed when first read, so an explanation nobody segments costs nothing more. A class below the
+        probability cutoff gets no mask (:func:`explainer.segment.no_mask_reason`).
+
+    Returns
+    -------
+    Explanation or list of Explanation
+        A list when ``image`` or ``target`` is a list.
+    """
+    images, targets, as_list = _pairs(image, target)
+    cam = get_method(method or default_method(model))
+    segmenter = get_segmenter(segment)
+    fns = compiled(model, layer)
+    images = [load_image(img) for img in images]
+    inputs = model.prepare(images)
+    indices = np.array([_AUTO if t is None else match_label(model.labels, t) for t in targets], np.int32)
+    if cam.needs_gradients:
+        logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices))
+    else:
+        logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
+        grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
+    check_finite(logits)
+    _expect_affordable(model, cam, acts.shape[-1], len(images))
+    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head)
+    maps, raw, weights = cam(batch)
+    check_finite(raw, "map")
+    probs = probabilities(logits, model.info.head)
+    results = [
+        _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], probs[i],
+                int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter)
+        for i, img in enumerate(images)
+    ]
+    return results if as_list else results[0]
+
+
+def explain_batch(
+    model: LoadedModel,
+    images: list | np.ndarray,
+    targets: list | np.ndarray | None = None,
+    method: str | None = None,
+    layer: str | None = None,
+    chunk: int = EXPLAIN_CHUNK,
+    *,
+    isolate_errors: bool = False,
+    **kwargs: object,
+) -> list:
+    """Explain many images, ``chunk`` at a time through one compiled call each (the one chunked batch loop).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`explainer.load_model`.
+    images : list or array
+        Images as :func:`explain` takes them (an N×H×W×3 array is N images).
+    targets : list, optional
+        One target per image (an index, a label or None for the top prediction); None explains each prediction.
+    method, layer :
+        As for :func:`explain`; ``method`` None is the model's default (:func:`default_method`).
+    chunk : int
+        Images per compiled call.
+    isolate_errors : bool
+        When a chunk fails with an :class:`~explainer.errors.ExplainerError`, explain its images one by one and put
+        each failing image's error in its place of the list (an audit records it and goes on). Without it, raise.
+    **kwargs :
+        ``threshold``, ``top_k`` and ``segment`` of :func:`explain`.
+
+    Returns
+    -------
+    list
+        One :class:`~explainer.result.Explanation` per image, in order (or the error, with ``isolate_errors``).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    images = list(images)
+    targets = [None] * len(images) if targets is None else [_target(t) for t in targets]
+    if len(targets) != len(images):
+        raise ExplainerError(f"Got {len(images)} images but {len(targets)} targets.")
+    if not images:
+        return []
+    method = method or default_method(model)  # resolved once, not per chunk
+    results: list = []
+    for start in range(0, len(images), chunk):
+        part, aims = images[start : start + chunk], targets[start : start + chunk]
+        try:
+            results.extend(explain(model, part, target=aims, method=method, layer=layer, **kwargs))
+        except ExplainerError:
+            if not isolate_errors:
+                raise
+            results.extend(_explain_each(model, part, aims, method, layer, kwargs))
+    return results
+
+
+def _explain_each(model, images: list, targets: list, method: str, layer: str | None, kwargs: dict) -> list:
+    """Each image alone, its error in its place: one bad image of a failed chunk does not cost the others."""
+    outcomes: list = []
+    for image, target in zip(images, targets, strict=True):
+        try:
+            outcomes.append(explain(model, image, target=target, method=method, layer=layer, **kwargs))
+        except ExplainerError as err:
+            outcomes.append(err)
+    return outcomes
+
+
+def _target(target: object) -> object:
+    """A numpy integer as a plain int (:func:`~explainer.labels.match_label` would read it as a label)."""
+    return int(target) if isinstance(target, np.integer) else target
+
+
+def default_method(model: LoadedModel) -> str:
+    """The method used when none is asked for: Grad-CAM, or HiResCAM for a vision transformer (decided once per
+    model and kept on it, for the engine, the chat, the audit and the app alike)."""
+    return model.memo("default_method", lambda: tokens.default_method(model.keras_model))
+
+
+def _expect_affordable(model: LoadedModel, cam, channels: int, images: int) -> None:
+    """Refuse up front a method whose extra forward passes would not fit the current turn's time budget."""
+    passes, seconds = cam.extra_forward_passes(channels) * images, forward_seconds(model)
+    if passes and seconds:
+        deadline.expect(passes * seconds, cam.display_name)
+
+
+def _pairs(image, target) -> tuple[list, list, bool]:
+    """Expand (image, target) into equal-length lists; several targets of one image repeat the image."""
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(images)
+    if len(images) == 1 and len(targets) > 1:
+        images = images * len(targets)
+    if len(images) != len(targets):
+        raise ExplainerError(f"Got {len(images)} images but {len(targets)} targets.")
+    if not images:
+        raise ExplainerError("No image to explain.")
+    return images, targets, isinstance(image, (list, tuple)) or isinstance(target, (list, tuple))
+
+
+def _result(model, image, cam_map, raw, weights, logits, probs, target, method, layer, threshold,
+            top_k, segmenter) -> Explanation:
+    height, width = image.shape[:2]
+    heatmap = upsample(cam_map, (height, width))
+    # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax. Every head's
+    # probability rises with the logit, so this is also the order by probability (finer where it saturates).
+    order = np.argsort(-np.asarray(logits), kind="stable")[:top_k]
+    return Explanation(
+        image=image,
+        heatmap=heatmap,
+        target_index=target,
+        target_label=model.labels[target],
+        probability=float(probs[target]),
+        predictions=[Prediction(int(i), model.labels[i], float(probs[i])) for i in order],
+        probabilities=probs,
+        logits=np.asarray(logits, np.float32),
+        method=method,
+        layer=layer,
+        region=localize(heatmap, threshold, image, segmenter, no_mask_reason(
+            model.labels[target], float(probs[target]), model.info.head, model.info.decision_threshold)),
+        cam=raw,
+        channel_weights=weights,
+        model_name=model.name,
+        head=model.info.head,
+        decision_threshold=model.info.decision_threshold,
+        labels=model.labels,
+    )
+
+
+def upsample(cam_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a [0, 1] map to ``size`` = (height, width), peak kept at 1 (colourise after this)."""
+    height, width = size
+    heat = cv2.resize(np.asarray(cam_map, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(heat, 0.0, None)
+    top = float(heat.max())
+    return (heat / top if top > 0 else heat).astype(np.float32)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's start-up chatter (CUDA probing, oneDNN notices): users see only our output."""
+    tf.get_logger().setLevel("ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # absl ships with tensorflow; guard anyway
+        pass

@@ -1,0 +1,155 @@
+"""Pictures of an explanation: heatmap overlays, boxes and contours, crops, side-by-side tiles, a bar chart.
+
+Everything returns RGB ``uint8`` arrays and draws with OpenCV's built-in Hershey font, so output is the same on
+every machine and needs no font files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from explainer.region import Region
+from explainer.result import Prediction
+
+#: Perceptually ordered colormaps first; ``jet`` is offered because many papers use it.
+COLORMAPS = {
+    "turbo": cv2.COLORMAP_TURBO,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+    "jet": cv2.COLORMAP_JET,
+}
+DEFAULT_COLORMAP = "turbo"
+BOX_COLOR = (0, 255, 0)
+CONTOUR_COLOR = (255, 255, 255)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """Map a [0, 1] float map to RGB colours."""
+    if colormap not in COLORMAPS:
+        raise ValueError(f"Unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}.")
+    grey = cv2.convertScaleAbs(np.nan_to_num(np.asarray(heatmap, np.float32)), alpha=255.0)
+    return cv2.cvtColor(cv2.applyColorMap(grey, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
+            colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """Convex blend ``(1 - alpha) * image + alpha * colour(heatmap)``; the map is resized to the image if needed."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    height, width = image.shape[:2]
+    if heatmap.shape[:2] != (height, width):
+        heatmap = cv2.resize(heatmap.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    # cv2.addWeighted: the same blend as numpy float arithmetic, ten times faster on a photo-sized image.
+    return cv2.addWeighted(np.ascontiguousarray(image, np.uint8), 1.0 - alpha, colorize(heatmap, colormap), alpha, 0.0)
+
+
+def _thickness(image: np.ndarray) -> int:
+    return max(1, round(min(image.shape[:2]) / 160))
+
+
+def draw_region(image: np.ndarray, region: Region, box: bool = True, contour: bool = True) -> np.ndarray:
+    """A copy of ``image`` with the region's box (green) and outline (white) drawn on it.
+
+    The outline is the region's segmentation (:attr:`Region.mask <explainer.region.Region.mask>`), or its heat
+    region when the class has no mask (below the probability cutoff).
+    """
+    out = np.ascontiguousarray(image.copy())
+    if region.coverage <= 0:
+        return out
+    thick = _thickness(out)
+    if contour:
+        out = draw_outline(out, region.shown_mask, thickness=thick)
+    if box:
+        x, y, w, h = region.bbox
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOR, thick + 1, cv2.LINE_AA)
+    return out
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = CONTOUR_COLOR,
+                 thickness: int | None = None) -> np.ndarray:
+    """A copy of ``image`` with the outer outline of a boolean ``mask`` (the image's size) drawn in ``color``."""
+    out = np.ascontiguousarray(image.copy())
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, thickness or _thickness(out), cv2.LINE_AA)
+    return out
+
+
+def cutout(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """RGBA ``uint8`` copy of an RGB ``image``: opaque on ``mask``, alpha 0 (and black) everywhere else."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros((*mask.shape, 4), np.uint8)
+    out[mask, :3] = np.asarray(image)[mask, :3]
+    out[mask, 3] = 255
+    return out
+
+
+def mask_picture(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as a ``uint8`` grey image: 255 on the mask, 0 elsewhere (how mask files are written)."""
+    return np.where(np.asarray(mask, bool), 255, 0).astype(np.uint8)
+
+
+def crop_region(image: np.ndarray, region: Region, pad: float = 0.1) -> np.ndarray:
+    """The part of ``image`` inside the region's box, with ``pad`` × the box size of margin."""
+    x, y, w, h = region.bbox
+    if w == 0 or h == 0:
+        return image.copy()
+    dx, dy = round(w * pad), round(h * pad)
+    height, width = image.shape[:2]
+    return image[max(0, y - dy): min(height, y + h + dy), max(0, x - dx): min(width, x + w + dx)].copy()
+
+
+def caption(image: np.ndarray, text: str, height: int = 28) -> np.ndarray:
+    """``image`` with a white strip above it holding ``text`` (ASCII; shortened to fit)."""
+    width = image.shape[1]
+    strip = np.full((height, width, 3), 255, np.uint8)
+    text = text.encode("ascii", "replace").decode()
+    scale = height / 50
+    while len(text) > 3 and cv2.getTextSize(text, _FONT, scale, 1)[0][0] > width - 8:
+        text = text[:-4] + "..."
+    cv2.putText(strip, text, (4, int(height * 0.7)), _FONT, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    return np.vstack([strip, image])
+
+
+def tile(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, size: int = 256,
+         columns: int = 4, gap: int = 6) -> np.ndarray:
+    """Images side by side (each scaled to ``size`` px high), in rows of ``columns``, each under its caption."""
+    captions = list(captions) if captions is not None else [""] * len(images)
+    cells = []
+    for img, text in zip(images, captions, strict=True):
+        scale = size / img.shape[0]
+        cell = cv2.resize(img, (max(1, round(img.shape[1] * scale)), size), interpolation=cv2.INTER_AREA)
+        cells.append(caption(cell, text) if text else cell)
+    cell_h = max(c.shape[0] for c in cells)
+    cell_w = max(c.shape[1] for c in cells)
+    rows = [cells[i: i + columns] for i in range(0, len(cells), columns)]
+    canvas = np.full((len(rows) * (cell_h + gap) - gap, min(columns, len(cells)) * (cell_w + gap) - gap, 3),
+                     255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            y, x = r * (cell_h + gap), c * (cell_w + gap)
+            canvas[y: y + cell.shape[0], x: x + cell.shape[1]] = cell
+    return canvas
+
+
+def bar_chart(predictions: Sequence[Prediction], width: int = 480, bar_height: int = 30) -> np.ndarray:
+    """Horizontal bars of the top predictions' probabilities, labelled with class and percentage."""
+    pad = 8
+    label_w = width // 2
+    canvas = np.full((pad * 2 + bar_height * len(predictions), width, 3), 255, np.uint8)
+    for i, pred in enumerate(predictions):
+        y = pad + i * bar_height
+        label = pred.label.encode("ascii", "replace").decode()
+        while len(label) > 3 and cv2.getTextSize(label, _FONT, 0.5, 1)[0][0] > label_w - 12:
+            label = label[:-4] + "..."
+        cv2.putText(canvas, label, (pad, y + bar_height - 10), _FONT, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        bar_w = round((width - label_w - 70) * float(np.clip(pred.probability, 0, 1)))
+        color = (52, 120, 246) if i == 0 else (150, 170, 200)
+        cv2.rectangle(canvas, (label_w, y + 4), (label_w + max(bar_w, 1), y + bar_height - 6), color, -1)
+        cv2.putText(canvas, f"{pred.probability:.1%}", (label_w + bar_w + 6, y + bar_height - 10), _FONT, 0.5,
+                    (20, 20, 20), 1, cv2.LINE_AA)
+    return canvas

@@ -1,0 +1,124 @@
+"""What :func:`explainer.explain` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from explainer.heads import DEFAULT_DECISION_THRESHOLD
+from explainer.region import Region
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "label": self.label, "probability": round(self.probability, 6)}
+
+
+@dataclass
+class Explanation:
+    """One image explained for one target class.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        The input as RGB ``uint8`` H×W×3.
+    heatmap : numpy.ndarray
+        float32 H×W in [0, 1], at the input image's resolution.
+    target_index, target_label, probability :
+        The explained class and the model's own probability of it (as ``model.predict`` gives it).
+    predictions : list of Prediction
+        The top-k classes, most probable first.
+    probabilities, logits : numpy.ndarray
+        Scores of every class: the model's own probabilities (softmax, or one sigmoid per label for a multi-label
+        head, never renormalised) and the scores before its last activation.
+    method, layer : str
+        CAM method name and target layer path (``outer/inner`` for nested models).
+    region : Region
+        The localized region (box, mask, words).
+    cam : numpy.ndarray
+        The raw map at feature resolution (h×w, before ReLU and normalisation).
+    channel_weights : numpy.ndarray or None
+        The K channel weights (for methods that have them).
+    model_name : str
+        Which model answered.
+    head : {"softmax", "sigmoid", "multilabel", "linear"}
+        How the model's probabilities were read (:mod:`explainer.heads`).
+    labels : list of str
+        Every class's label, in the model's order.
+    decision_threshold : float
+        For multi-label heads: probability from which a label counts as present (see :attr:`positive`).
+    """
+
+    image: np.ndarray
+    heatmap: np.ndarray
+    target_index: int
+    target_label: str
+    probability: float
+    predictions: list[Prediction]
+    probabilities: np.ndarray
+    logits: np.ndarray
+    method: str
+    layer: str
+    region: Region
+    cam: np.ndarray
+    channel_weights: np.ndarray | None
+    model_name: str
+    head: str = "softmax"
+    decision_threshold: float = DEFAULT_DECISION_THRESHOLD
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def top(self) -> Prediction:
+        return self.predictions[0]
+
+    @property
+    def is_top(self) -> bool:
+        """True when the explained class is the model's top prediction."""
+        return self.target_index == self.predictions[0].index
+
+    @property
+    def positive(self) -> list[Prediction]:
+        """Multi-label heads: every label with probability ≥ :attr:`decision_threshold`, most probable first.
+
+        Empty for every other head (one class per image: see :attr:`predictions`), and when no label is present.
+        """
+        if self.head != "multilabel":
+            return []
+        probs = np.asarray(self.probabilities, np.float64)
+        order = np.argsort(-probs, kind="stable")
+        return [Prediction(int(i), self._label(int(i)), float(probs[i])) for i in order
+                if probs[i] >= self.decision_threshold]
+
+    def _label(self, index: int) -> str:
+        if index < len(self.labels):
+            return self.labels[index]
+        known = {p.index: p.label for p in self.predictions} | {self.target_index: self.target_label}
+        return known.get(index, f"class {index}")
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.channel_weights.shape[0]) if self.channel_weights is not None else 0
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (no arrays). Multi-label heads add ``positive`` (labels) and the threshold."""
+        record = {
+            "model": self.model_name,
+            "head": self.head,
+            "method": self.method,
+            "layer": self.layer,
+            "target": {"index": self.target_index, "label": self.target_label,
+                       "probability": round(self.probability, 6)},
+            "predictions": [p.to_dict() for p in self.predictions],
+            "region": self.region.to_dict(),
+            "image_size": [int(self.image.shape[1]), int(self.image.shape[0])],
+        }
+        if self.head == "multilabel":
+            record["positive"] = [p.label for p in self.positive]
+            record["decision_threshold"] = self.decision_threshold
+        return record
