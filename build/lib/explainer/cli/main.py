@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from explainer.cli.audit import add_audit_arguments, audit_command
-from explainer.cli.evaluate import add_evaluate_arguments, evaluate_command
+from explainer.cli.evaluate_methods import add_evaluate_arguments, evaluate_command
 from explainer.cli.explain import add_explain_arguments, explain_command
 from explainer.cli.serve import add_serve_arguments, serve_command
 
