@@ -285,3 +285,28 @@ def mask_to_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     if rows.size == 0:
         raise ValueError("empty mask has no box")
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def mask_to_rle(mask: np.ndarray | None) -> dict | None:
+    """A boolean mask as COCO's uncompressed run-length encoding: ``{"size": [h, w], "counts": [...]}``.
+
+    Runs are counted down the columns (column-major, as COCO does), starting with a run of zeros (0 when the
+    first pixel is set); ``pycocotools.mask.frPyObjects`` reads it, and so does :func:`rle_to_mask`.
+    """
+    if mask is None:
+        return None
+    mask = np.asarray(mask, bool)
+    flat = mask.ravel(order="F")
+    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """The boolean mask of a :func:`mask_to_rle` encoding."""
+    height, width = rle["size"]
+    values = np.arange(len(rle["counts"])) % 2 == 1
+    flat = np.repeat(values, rle["counts"])
+    return flat.reshape((width, height)).T.copy()

@@ -403,12 +403,14 @@ def test_uploaded_model_is_loaded_safely_and_stays_in_its_session(chat_app, visi
 
 
 def test_settings_panel_changes_this_session_only(chat_app, visit):
-    visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++")
-    assert (visit.chat.settings.opacity, visit.chat.settings.colormap, visit.chat.settings.method) == (
-        0.8, "viridis", "gradcam++")
+    visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "otsu")
+    assert (visit.chat.settings.opacity, visit.chat.settings.colormap, visit.chat.settings.method,
+            visit.chat.settings.segment) == (0.8, "viridis", "gradcam++", "otsu")
     with pytest.warns(UserWarning, match="Unknown colormap"):  # gr.Warning: a toast in the browser
-        visit = chat_app.change_setting(visit, 0.8, "no-such-colormap", 0.3, 3, "gradcam++")
-    assert visit.chat.settings.colormap == "viridis"  # refused, nothing changed
+        visit = chat_app.change_setting(visit, 0.8, "no-such-colormap", 0.3, 3, "gradcam++", "threshold")
+    assert visit.chat.settings.colormap == "viridis" and visit.chat.settings.segment == "otsu"  # refused: unchanged
+    with pytest.warns(UserWarning, match="Unknown segmentation method 'watershed'"):
+        visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "watershed")
     fresh = _last(chat_app.chat_turn({"text": "hello", "files": []}, None))[-1]
     assert fresh.chat.settings.opacity != 0.8
 
@@ -541,3 +543,15 @@ def test_a_dicom_upload_never_shows_its_name_or_header(url, tmp_path):
     assert "Doe_Jane" not in shown and "1970" not in shown
     assert not any(str(value) in shown for value in PATIENT.values())
     assert "the DICOM file" in shown and pictures(last_turn(conversation))  # explained, and called by its kind
+
+
+def test_explain_endpoint_returns_the_mask_as_run_length_encoding(url, images):
+    from explainer.region import rle_to_mask
+
+    client = new_client(url)
+    _md, _overlay, facts = client.predict(handle_file(images["circle"]), "segment it", "shapes", "",
+                                          api_name="/explain")
+    mask = rle_to_mask(facts["data"]["mask"])
+    width, height = facts["data"]["explanation"]["image_size"]
+    assert mask.shape == (height, width)
+    assert int(mask.sum()) == facts["data"]["region"]["pixels"] > 0

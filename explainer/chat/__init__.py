@@ -37,6 +37,7 @@ from explainer.chat.session import (
     SettingError,
     Settings,
     method_choices,
+    segment_choices,
 )
 from explainer.prose import escape_markdown, render
 
@@ -62,5 +63,6 @@ __all__ = [
     "method_choices",
     "parse",
     "render",
+    "segment_choices",
     "vocab",
 ]

@@ -46,8 +46,9 @@ from explainer.evaluation.groundtruth import (
 from explainer.layers import depth_layers, usable_layers
 from explainer.prose import one_line, render
 from explainer.region import iou_of_masks
-from explainer.render import COLORMAPS, bar_chart, crop_region, draw_region, tile
+from explainer.render import COLORMAPS, bar_chart, cutout, draw_region, tile
 from explainer.result import Explanation, Prediction
+from explainer.segment import DEFAULT_SEGMENT, PROBABILITY_CUTOFF, SEGMENTERS
 from explainer.tokens import DEFAULT_METHOD as TRANSFORMER_METHOD
 from explainer.tokens import block_count
 
@@ -400,20 +401,30 @@ def answer_class(state: SessionState, intent: Intent) -> Reply:
               "overlap_iou": overlap}, footer=asked)
 
 
-def answer_region(state: SessionState, intent: Intent) -> Reply:
+def answer_region(state: SessionState, intent: Intent, header: str | None = None) -> Reply:
+    """"Segment it": the segmented object outlined on the image, and cut out on a transparent background."""
     result = _explained(state, intent)
     if isinstance(result, Reply):
         return result
-    label = result.target_label
-    drawn = state.picture(("region", id(result)), lambda: draw_region(result.image, result.region), result)
-    images = [(drawn, caption("region", label=label, threshold=result.region.threshold))]
-    if result.region.coverage > 0:
-        crop = state.picture(("crop", id(result)), lambda: crop_region(result.image, result.region), result)
-        images.append((crop, caption("crop", label=label)))
+    label, region = result.target_label, result.region
+    drawn = state.picture(("region", id(result)), lambda: draw_region(result.image, region), result)
+    images = [(drawn, caption("region", label=label, segmenter=region.segmenter.display_name)
+               if region.mask is not None else caption("region_heat", label=label, threshold=region.threshold))]
+    if region.mask is not None and region.pixels > 0:
+        cut = state.picture(("cutout", id(result)), lambda: cutout(result.image, region.mask), result)
+        images.append((cut, caption("cutout", label=label)))
     return render_reply(
         state, "region", intent, result=result, method=method_name(result.method), **region_facts(result),
-        images=images, suggestions=[ask("wider_region"), *suggestions_for(state, result, I.REGION)],
-        data={"region": result.region.to_dict(), "explanation": result.to_dict()}, footer=result)
+        segmenter=region.segmenter.display_name, header=header, images=images,
+        cutoff=result.decision_threshold if is_multilabel(result) else PROBABILITY_CUTOFF,
+        suggestions=[*_segment_suggestions(state), *suggestions_for(state, result, I.REGION)][:4],
+        data={"region": region.to_dict(), "explanation": result.to_dict()}, footer=result)
+
+
+def _segment_suggestions(state: SessionState) -> list[str]:
+    """Another way to cut the mask: the threshold mask after a refined one, the default after any other."""
+    other = "threshold" if state.settings.segment != "threshold" else DEFAULT_SEGMENT
+    return [ask("segment_with", name=SEGMENTERS[other].display_name)]
 
 
 def answer_trust(state: SessionState, intent: Intent) -> Reply:
@@ -649,6 +660,8 @@ def answer_setting(state: SessionState, intent: Intent) -> Reply:
         apply_setting(state, intent)
     except SettingError as err:
         return error_reply(state, err, intent)
+    if intent.setting == "segment" and state.current is not None:  # the new mask is the answer
+        return answer_region(state, intent, header="segment")
     images, result = [], None
     if state.current is not None:
         result = state.explanation()

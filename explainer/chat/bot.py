@@ -29,6 +29,7 @@ from explainer.inputs.images import display_name
 from explainer.layers import usable_layers
 from explainer.models.loading import LoadedModel
 from explainer.prose import render
+from explainer.region import mask_to_rle
 from explainer.render import COLORMAPS
 
 logger = logging.getLogger(__name__)
@@ -308,7 +309,9 @@ def answer_once(model: LoadedModel, image: Any, question: str = "", region: Regi
     Returns
     -------
     Reply
-        ``reply.image`` is the main picture (the overlay for "why?"), ``reply.data`` the JSON facts.
+        ``reply.image`` is the main picture (the overlay for "why?"), ``reply.data`` the JSON facts; with them,
+        ``reply.data["mask"]``, the segmented mask of the class the answer explains as COCO run-length encoding
+        (:func:`explainer.region.mask_to_rle`; None when the class is below the segmentation cutoff).
     """
     chat = ChatSession(model)
     if settings:
@@ -316,4 +319,9 @@ def answer_once(model: LoadedModel, image: Any, question: str = "", region: Regi
             chat.update_settings(**settings)
         except SettingError as err:
             return chat.refuse(err)
-    return chat.respond(question or "", [] if image is None else [image], region=region)
+    reply = chat.respond(question or "", [] if image is None else [image], region=region)
+    about = reply.data.get("explanation")
+    if about and not reply.error and chat.state.current is not None:  # the answer's own (cached) explanation
+        result = chat.state.explanation(about["target"]["index"], about["method"])
+        reply.data["mask"] = mask_to_rle(result.region.mask)
+    return reply

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from explainer.cams import METHODS, spellings
 from explainer.labels import normalize as normalize_label
 from explainer.prose import one_line
+from explainer.segment import SEGMENTERS
 
 # Intent names (the registry in explainer/chat/questions.py gives each its rules and its answer).
 WHAT = "what"
@@ -70,7 +71,7 @@ opacity transparency colormap colour color threshold predict prediction predicti
 label labels identify recognize about works work hello thanks thank teach tutorial gradient gradients weights
 channels default automatic instead object shortcut highlighted transparent opaque hold hide occlude occlusion
 deletion insertion mask map maps heatmaps overlay overlays colors colours region regions spot spots area part
-parts layer
+parts layer otsu grabcut cutout
 """)
 
 # Common short words that must never be "corrected" into a keyword.
@@ -302,6 +303,33 @@ def _registry_key() -> tuple:
     return tuple((key, spellings(cls)) for key, cls in METHODS.items())
 
 
+#: "segment with otsu", "use the threshold mask", "switch to grabcut", "soft grabcut segmentation": a segmentation
+#: method named with a word that asks for it. The threshold method only by its mask's name ("the threshold
+#: mask", "thresholded", "heat region"), since "threshold" alone is the localization setting.
+_SEGMENT_ASKED = re.compile(r"\b(?:use|using|switch|try|with|by|set|segment\w*|mask|cut\s?out|method)\b")
+_THRESHOLD_MASK = re.compile(r"\bthreshold(?:ed)? (?:mask|segmentation|region|method)\b|\bthresholded\b|"
+                             r"\bheat (?:region|mask|blob)\b|\bsegment\w* (?:with|by|using) (?:the )?threshold\b")
+
+
+def find_segmenter(text: str) -> str | None:
+    """The segmentation method (:data:`explainer.segment.SEGMENTERS` key) a message asks for, or None."""
+    lowered = text.lower()
+    if _THRESHOLD_MASK.search(lowered):
+        return "threshold"
+    if not _SEGMENT_ASKED.search(lowered):
+        return None
+    named = [(match.start() - match.end(), key) for key, pattern in _segmenter_patterns()
+             for match in re.finditer(pattern, lowered)]
+    return min(named)[1] if named else None  # the longest spelling: "soft grabcut" is not "grabcut"
+
+
+@functools.lru_cache(maxsize=1)
+def _segmenter_patterns() -> list[tuple[str, re.Pattern]]:
+    spellings = [(key, name) for key, cls in SEGMENTERS.items() if key != "threshold"
+                 for name in (cls.name, cls.display_name, *cls.aliases) if name not in ("refine", "refined")]
+    return _method_patterns(tuple((key, (name,)) for key, name in spellings))
+
+
 @functools.lru_cache(maxsize=4)
 def _method_patterns(registry: tuple) -> list[tuple[str, re.Pattern]]:
     patterns = []
@@ -400,8 +428,12 @@ def help_anywhere(message: Message, _vocab: Vocab, _details: dict) -> dict | Non
 
 
 def setting(message: Message, vocab: Vocab, _details: dict) -> dict | None:
-    """A setting and its value: opacity (absolute or "more transparent"), threshold, top-k, colormap."""
+    """A setting and its value: segmentation method, opacity (absolute or "more transparent"), threshold, top-k,
+    colormap."""
     text = message.text
+    segment = find_segmenter(message.raw)
+    if segment is not None:
+        return {"setting": "segment", "value": segment}
     if (match := re.search(r"\b(?:opacity|transparency|alpha|overlay strength|blend)\b", text)) and (
             number := _setting_number(message, match.end(), fraction=True)):
         return {"setting": "opacity", **number}

@@ -32,6 +32,7 @@ from explainer.prose import quote, render
 from explainer.region import DEFAULT_THRESHOLD
 from explainer.render import COLORMAPS, DEFAULT_COLORMAP, overlay
 from explainer.result import Explanation
+from explainer.segment import DEFAULT_SEGMENT, SEGMENTERS, get_segmenter, segment_key
 from explainer.tokens import is_transformer
 
 #: Uploads larger than this (longest side, pixels) are shrunk once on arrival: the model sees its own input size
@@ -51,6 +52,12 @@ AUTO = AUTO_METHOD[0]
 def method_choices() -> list[tuple[str, str]]:
     """The CAM method menu as (label, value) pairs: the model's default (:data:`AUTO`) first, then every method."""
     return [(render("method_auto"), AUTO), *((METHODS[key].display_name, key) for key in METHODS)]
+
+
+def segment_choices() -> list[tuple[str, str]]:
+    """The segmentation menu as (label, value) pairs, the default first."""
+    keys = [DEFAULT_SEGMENT, *(key for key in SEGMENTERS if key != DEFAULT_SEGMENT)]
+    return [(SEGMENTERS[key].display_name + (" (default)" if key == DEFAULT_SEGMENT else ""), key) for key in keys]
 
 
 class SettingError(ExplainerError):
@@ -109,6 +116,9 @@ class Settings:
         given to :meth:`validated` mean None.
     layer : str or None
         Target layer name; None for the model's default (last spatial layer).
+    segment : str
+        How the region's mask is cut from the map (:data:`explainer.segment.SEGMENTERS`; any spelling a method
+        declares is accepted by :meth:`validated`).
     """
 
     opacity: float = 0.45
@@ -117,6 +127,7 @@ class Settings:
     top_k: int = 5
     method: str | None = None
     layer: str | None = None
+    segment: str = DEFAULT_SEGMENT
 
     def validated(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied, or :class:`SettingError` naming the allowed range."""
@@ -134,8 +145,12 @@ class Settings:
         if key is not None and key not in METHODS and key not in AUTO_METHOD:
             raise SettingError(f"Unknown method {quote(new.method)}; choose one of {', '.join(METHODS)}.")
         key = None if key in AUTO_METHOD else key
+        segment = segment_key(str(new.segment))
+        if segment not in SEGMENTERS:
+            raise SettingError(f"Unknown segmentation method {quote(new.segment)}; choose one of "
+                               f"{', '.join(SEGMENTERS)}.")
         return dataclasses.replace(new, opacity=float(new.opacity), threshold=float(new.threshold),
-                                   top_k=int(float(new.top_k)), method=key)
+                                   top_k=int(float(new.top_k)), method=key, segment=segment)
 
 
 @dataclass
@@ -437,26 +452,29 @@ class SessionState:
     def _compute(self, entry: ImageEntry, method: str, layer: str | None, targets: list[int | None]) -> None:
         self.explain_calls += 1
         results = explain(self.model, entry.image, target=list(targets), method=method, layer=layer,
-                          threshold=self.settings.threshold, top_k=MAX_TOP_K)
+                          threshold=self.settings.threshold, top_k=MAX_TOP_K, segment=self.settings.segment)
         for asked, result in zip(targets, results, strict=True):
             if asked is None:  # the class the engine picked as the top one (argmax of the logits)
                 self._facts.put((entry.number, id(self.model), "top"), result.target_index)
-            self._results.put(self._key(entry, method, layer, result.target_index, self.settings.threshold), result)
+            self._results.put(self._key(entry, method, layer, result.target_index), result)
 
     def _cached(self, entry: ImageEntry, method: str, layer: str | None, index: int) -> Explanation | None:
-        """A cached result at the current threshold; one at another threshold is re-localized (no new map)."""
-        threshold = self.settings.threshold
-        found = self._results.get(self._key(entry, method, layer, index, threshold))
+        """A cached result at the current threshold and segmentation; one at another is re-localized (no new map)."""
+        key = self._key(entry, method, layer, index)
+        found = self._results.get(key)
         if found is not None:
             return found
-        for key, result in list(self._results.items.items()):
-            if key[:-1] == self._key(entry, method, layer, index, threshold)[:-1]:
-                moved = dataclasses.replace(result, region=dataclasses.replace(result.region, threshold=threshold))
-                return self._results.put(self._key(entry, method, layer, index, threshold), moved)
+        for other, result in list(self._results.items.items()):
+            if other[:-2] == key[:-2]:
+                region = dataclasses.replace(result.region, threshold=self.settings.threshold,
+                                             segmenter=get_segmenter(self.settings.segment))
+                return self._results.put(key, dataclasses.replace(result, region=region))
         return None
 
-    def _key(self, entry: ImageEntry, method: str, layer: str | None, index: int, threshold: float) -> tuple:
-        return entry.number, id(self.model), method, layer or "", int(index), round(float(threshold), 4)
+    def _key(self, entry: ImageEntry, method: str, layer: str | None, index: int) -> tuple:
+        """A result's cache key: the last two parts (threshold, segmentation) only re-localize the same map."""
+        return (entry.number, id(self.model), method, layer or "", int(index),
+                round(float(self.settings.threshold), 4), self.settings.segment)
 
     def _top_index(self, entry: ImageEntry) -> int | None:
         return self._facts.get((entry.number, id(self.model), "top"))

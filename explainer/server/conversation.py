@@ -49,15 +49,20 @@ def picture_file(image: np.ndarray, folder: str | Path) -> str:
     its cache sweep removes it like an upload: nothing accumulates in the working directory.
 
     JPEG at quality 92 without chroma subsampling: indistinguishable from the original on a heatmap overlay, and
-    3–5 ms to write a 640×480 picture where PNG takes 30–50 ms, a cost every "why?" would pay.
+    3–5 ms to write a 640×480 picture where PNG takes 30–50 ms, a cost every "why?" would pay. An RGBA picture (a
+    cut-out on a transparent background) is a PNG.
     """
     pixels = np.ascontiguousarray(image, np.uint8)
+    transparent = pixels.ndim == 3 and pixels.shape[2] == 4  # a cut-out: PNG keeps its alpha, JPEG has none
     digest = hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
-    path = Path(folder) / "pictures" / f"{digest}.jpg"
+    path = Path(folder) / "pictures" / f"{digest}.{'png' if transparent else 'jpg'}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{threading.get_ident()}.part")
-        PILImage.fromarray(pixels).save(partial, format="jpeg", quality=92, subsampling=0)
+        if transparent:
+            PILImage.fromarray(pixels, "RGBA").save(partial, format="png")
+        else:
+            PILImage.fromarray(pixels).save(partial, format="jpeg", quality=92, subsampling=0)
         partial.replace(path)  # atomic: a concurrent reader never sees half a file
     return str(path)
 

@@ -49,7 +49,7 @@ FAILED = "Sorry, something went wrong on the server while answering. The convers
 #: The Audit tab's model choice meaning "the model answering in the chat" (e.g. the visitor's uploaded model).
 CURRENT_MODEL = "(current)"
 #: The settings panel's controls, in the order the events pass their values.
-SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method")
+SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method", "segment")
 
 
 class Refusal(ExplainerError):

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from starlette.middleware import Middleware
 
 from explainer import config
-from explainer.chat import AUTO, MAX_TOP_K, Settings, method_choices
+from explainer.chat import AUTO, MAX_TOP_K, Settings, method_choices, segment_choices
 from explainer.demo import EXAMPLES_DIR
 from explainer.errors import ExplainerError
 from explainer.prose import escape_markdown, render
@@ -188,8 +188,9 @@ class ChatApp(ChatServer):
 
     def picture(self, image: np.ndarray, caption: str) -> gr.Image:
         """A chat picture: written once as a file, so later turns resend its path instead of re-encoding pixels."""
-        return gr.Image(value=picture_file(image, self.upload_folder), label=caption, alt_text=caption,
-                        show_label=True, format="jpeg", buttons=["download", "fullscreen"])
+        path = picture_file(image, self.upload_folder)
+        return gr.Image(value=path, label=caption, alt_text=caption, show_label=True,
+                        format="png" if path.endswith(".png") else "jpeg", buttons=["download", "fullscreen"])
 
     def warn(self, text: str) -> None:
         gr.Warning(popup(text))
@@ -372,6 +373,8 @@ class ChatApp(ChatServer):
                       info="Fraction of the map's peak that counts as the region"),
             gr.Slider(1, MAX_TOP_K, value=start.top_k, step=1, label="Top classes listed"),
             gr.Dropdown(method_choices(), value=start.method or AUTO, label="CAM method"),
+            gr.Dropdown(segment_choices(), value=start.segment, label="Segmentation",
+                        info="How \"segment it\" cuts the object's mask from the map"),
         ]
 
     def _examples(self) -> gr.Dataset | None:
