@@ -1,15 +1,18 @@
 """Pictures of an explanation: heatmap overlays, boxes and contours, crops, side-by-side tiles, a bar chart.
 
-Everything returns RGB ``uint8`` arrays and draws with OpenCV's built-in Hershey font, so output is the same on
-every machine and needs no font files.
+Everything returns RGB ``uint8`` arrays. Text is drawn with Pillow in DejaVu Sans, shipped in ``explainer/fonts``
+(with its licence): OpenCV's Hershey fonts cover ASCII only and would draw "·", "×" or "é" as "?".
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from explainer.region import Region
 from explainer.result import Prediction
@@ -25,7 +28,33 @@ COLORMAPS = {
 DEFAULT_COLORMAP = "turbo"
 BOX_COLOR = (0, 255, 0)
 CONTOUR_COLOR = (255, 255, 255)
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
+TEXT_COLOR = (20, 20, 20)
+#: The one font of every picture's text (its glyphs cover Latin, Greek, Cyrillic, math signs and arrows).
+FONT_FILE = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
+
+
+@functools.lru_cache(maxsize=16)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` pixels."""
+    return ImageFont.truetype(str(FONT_FILE), size)
+
+
+def fit_text(text: str, size: int, width: float) -> str:
+    """``text`` cut with "…" until it is at most ``width`` pixels long at ``size``."""
+    face = font(size)
+    if face.getlength(text) <= width:
+        return text
+    while len(text) > 1 and face.getlength(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def draw_text(canvas: np.ndarray, text: str, xy: tuple[int, int], size: int,
+              color: tuple[int, int, int] = TEXT_COLOR) -> np.ndarray:
+    """A copy of the RGB ``canvas`` with ``text`` drawn at ``xy`` (its top left corner), ``size`` pixels high."""
+    picture = Image.fromarray(np.ascontiguousarray(canvas))
+    ImageDraw.Draw(picture).text(xy, text, font=font(size), fill=color)
+    return np.asarray(picture).copy()
 
 
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
@@ -104,20 +133,21 @@ def crop_region(image: np.ndarray, region: Region, pad: float = 0.1) -> np.ndarr
 
 
 def caption(image: np.ndarray, text: str, height: int = 28) -> np.ndarray:
-    """``image`` with a white strip above it holding ``text`` (ASCII; shortened to fit)."""
+    """``image`` with a white strip above it holding ``text`` (shortened with "…" to fit)."""
     width = image.shape[1]
-    strip = np.full((height, width, 3), 255, np.uint8)
-    text = text.encode("ascii", "replace").decode()
-    scale = height / 50
-    while len(text) > 3 and cv2.getTextSize(text, _FONT, scale, 1)[0][0] > width - 8:
-        text = text[:-4] + "..."
-    cv2.putText(strip, text, (4, int(height * 0.7)), _FONT, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    size = round(height * 0.6)
+    strip = draw_text(np.full((height, width, 3), 255, np.uint8), fit_text(text, size, width - 8),
+                      (4, (height - size) // 2 - 1), size)
     return np.vstack([strip, image])
 
 
 def tile(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, size: int = 256,
-         columns: int = 4, gap: int = 6) -> np.ndarray:
-    """Images side by side (each scaled to ``size`` px high), in rows of ``columns``, each under its caption."""
+         columns: int = 2, gap: int = 6) -> np.ndarray:
+    """Images side by side (each scaled to ``size`` px high), in rows of ``columns``, each under its caption.
+
+    Two columns by default: a grid of seven methods is then four rows, but on a 390 px phone each tile is still
+    about 180 px wide with its caption at 12 px, where four columns shrank them to 60 px and unreadable labels.
+    """
     captions = list(captions) if captions is not None else [""] * len(images)
     cells = []
     for img, text in zip(images, captions, strict=True):
@@ -141,15 +171,14 @@ def bar_chart(predictions: Sequence[Prediction], width: int = 480, bar_height: i
     pad = 8
     label_w = width // 2
     canvas = np.full((pad * 2 + bar_height * len(predictions), width, 3), 255, np.uint8)
+    size = round(bar_height * 0.5)
     for i, pred in enumerate(predictions):
         y = pad + i * bar_height
-        label = pred.label.encode("ascii", "replace").decode()
-        while len(label) > 3 and cv2.getTextSize(label, _FONT, 0.5, 1)[0][0] > label_w - 12:
-            label = label[:-4] + "..."
-        cv2.putText(canvas, label, (pad, y + bar_height - 10), _FONT, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        canvas = draw_text(canvas, fit_text(pred.label, size, label_w - 12), (pad, y + (bar_height - size) // 2 - 2),
+                           size)
         bar_w = round((width - label_w - 70) * float(np.clip(pred.probability, 0, 1)))
         color = (52, 120, 246) if i == 0 else (150, 170, 200)
         cv2.rectangle(canvas, (label_w, y + 4), (label_w + max(bar_w, 1), y + bar_height - 6), color, -1)
-        cv2.putText(canvas, f"{pred.probability:.1%}", (label_w + bar_w + 6, y + bar_height - 10), _FONT, 0.5,
-                    (20, 20, 20), 1, cv2.LINE_AA)
+        canvas = draw_text(canvas, f"{pred.probability:.1%}", (label_w + bar_w + 6, y + (bar_height - size) // 2 - 2),
+                           size)
     return canvas

@@ -174,3 +174,81 @@ def test_a_painted_region_gets_an_answer(page, example):
     picture = answer.locator("img").first
     _loaded_picture(page, picture)
     assert _magenta_pixels(page, picture) > 20
+
+
+# --- what a person sees, on a desktop and on a phone ---------------------------------------------------------------
+
+VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(params=sorted(VIEWPORTS))
+def screen(browser, request):
+    """A fresh page at a desktop's or a phone's size."""
+    launched, url = browser
+    context = launched.new_context(viewport=VIEWPORTS[request.param])
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.goto(url)
+        yield tab
+    finally:
+        context.close()
+
+
+def _newest_reply_top(page) -> dict:
+    """Where the newest reply's first line is: against the chat's visible area and against the window."""
+    return page.evaluate("""() => {
+        const chat = document.querySelector('#chatbot');
+        const rows = [...chat.querySelectorAll('.user-row, .bot-row')];
+        const lastUser = rows.map(r => r.matches('.user-row')).lastIndexOf(true);
+        const reply = rows.slice(lastUser + 1).find(r => r.matches('.bot-row'));
+        const box = chat.getBoundingClientRect(), top = reply.getBoundingClientRect().top;
+        return {inChat: top >= box.top - 1 && top <= box.bottom - 40,
+                inWindow: top >= -1 && top <= window.innerHeight - 40};
+    }""")
+
+
+def test_a_long_answer_opens_at_its_first_line(screen, example):
+    from playwright.sync_api import expect
+
+    _ask_why(screen, example.image)
+    box = screen.locator("#chat-input textarea")
+    box.fill("show the region")
+    box.press("Enter")
+    expect(screen.locator("#chatbot .bot-row").last.locator("img")).to_have_count(1)
+    expect(screen.locator("#chatbot")).to_contain_text("segmented by")
+    screen.wait_for_timeout(1000)  # the pictures above finish loading
+    assert _newest_reply_top(screen) == {"inChat": True, "inWindow": True}
+
+
+def test_an_example_brings_its_answer_into_view(screen):
+    from playwright.sync_api import expect
+
+    examples = screen.locator("#examples")
+    examples.scroll_into_view_if_needed()
+    examples.locator("tbody tr").first.locator("td").nth(1).click()
+    expect(screen.locator("#chatbot .bot-row").first.locator("img")).to_have_count(1)
+    screen.wait_for_timeout(1000)
+    assert _newest_reply_top(screen) == {"inChat": True, "inWindow": True}
+
+
+def test_the_page_opens_at_the_top_and_never_scrolls_sideways(screen, example):
+    assert screen.evaluate("window.scrollY") == 0
+    _ask_why(screen, example.image)
+    wide = screen.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert wide <= 0
+    overflowing = screen.evaluate("""() => [...document.querySelectorAll('table')].filter(t => {
+        const r = t.getBoundingClientRect(); return r.width > 0 && r.right > window.innerWidth + 1; }).length""")
+    assert overflowing == 0
+
+
+def test_follow_ups_are_chips_and_main_controls_are_tappable(screen, example):
+    _ask_why(screen, example.image)
+    chips = screen.locator("#chatbot button.option")
+    sizes = [chips.nth(i).bounding_box() for i in range(chips.count())]
+    assert len(sizes) >= 2 and all(size["height"] >= 44 for size in sizes)
+    assert len({round(size["y"]) for size in sizes}) < len(sizes)  # some share a row: not a stack
+    for button in screen.locator("#chat-input button").all():
+        size = button.bounding_box()
+        if size and size["width"] > 0:
+            assert size["width"] >= 44 and size["height"] >= 44

@@ -62,7 +62,8 @@ def test_the_wheel_carries_templates_models_labels_and_examples(wheel):
     assert {f"explainer/templates/{name}" for name in templates} <= names
     assert {"explainer/demo/models/shapes.keras", "explainer/demo/models/shapes.json",
             "explainer/demo/models/shapes-shortcut.keras", "explainer/models/data/imagenet_labels.txt",
-            "explainer/demo/examples/examples.json"} <= names
+            "explainer/demo/examples/examples.json", "explainer/fonts/DejaVuSans.ttf",
+            "explainer/fonts/LICENSE_DEJAVU"} <= names
     assert not any(name.startswith(("tests/", "benchmarks/")) or "screenshots" in name for name in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gradcam-chat = explainer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -13,6 +13,7 @@ The 1,000 class names come from ``explainer/models/data/imagenet_labels.txt`` (s
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pathlib
 import re
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 import keras
 
 from explainer.config import setting
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ZOO_MODEL = "mobilenet_v2"
 FALLBACK_MODEL = "shapes"
@@ -379,16 +382,20 @@ def imagenet_labels() -> list[str]:
     return list(_labels())
 
 
-#: Why a model is the default, as the app's model menu and `gradcam-chat serve` say it (plain text).
+#: Why a model is the default, as the page says it to visitors: plain words, no file, folder or variable names
+#: (those go to the operator's log, :data:`_OFFLINE_LOG`).
 _DEFAULT_REASONS: dict[str, str] = {
-    "chosen": "{name} is the default: chosen by EXPLAINER_MODEL.",
-    "cached": "{model} (ImageNet) is the default: its weights are in the Keras cache.",
-    "download": "{model} (ImageNet) is the default: its weights will be downloaded on first use.",
+    "chosen": "{name} is the default: chosen by whoever runs this server.",
+    "cached": "{model} (ImageNet) is the default: its trained weights are on this server.",
+    "download": "{model} (ImageNet) is the default: its trained weights are fetched the first time it is used.",
     "offline": (
-        "The bundled {fallback} model is the default because {model}'s ImageNet weights ({file}) are not in the "
-        "Keras cache ({folder}) and downloads are off (EXPLAINER_OFFLINE)."
+        "The bundled {fallback} model is the default: {model}'s ImageNet weights are not on this server, and it "
+        "does not download them."
     ),
 }
+#: What the operator's log says when the ImageNet default is missing: which file to put where.
+_OFFLINE_LOG = ("serving the bundled %s model: %s's ImageNet weights (%s) are not in the Keras cache (%s) and "
+                "downloads are off (EXPLAINER_OFFLINE)")
 
 
 def default_model_name() -> tuple[str, str]:
@@ -408,10 +415,5 @@ def default_model_name() -> tuple[str, str]:
     if available:
         return DEFAULT_ZOO_MODEL, _DEFAULT_REASONS[how].format(model=entry.display_name)
     folder = cache_folder_label(cached_weights_path(DEFAULT_ZOO_MODEL))
-    reason = _DEFAULT_REASONS["offline"].format(
-        fallback=FALLBACK_MODEL,
-        model=entry.display_name,
-        file=entry.weights_file,
-        folder=folder,
-    )
-    return FALLBACK_MODEL, reason
+    logger.warning(_OFFLINE_LOG, FALLBACK_MODEL, entry.display_name, entry.weights_file, folder)
+    return FALLBACK_MODEL, _DEFAULT_REASONS["offline"].format(fallback=FALLBACK_MODEL, model=entry.display_name)

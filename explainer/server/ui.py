@@ -17,6 +17,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -54,13 +55,9 @@ REGION_COLOUR = "#ff00ff"
 #: Temporary files (uploads, answer pictures) live this long (seconds), swept this often: as long as a session.
 CACHE_AGE = 3600
 CACHE_SWEEP = 600
-#: Pictures in answers: at least 320 px wide (a 128-pixel demo image is not a thumbnail), and below their caption
-#: rather than under it.
-CSS = """
-#chatbot .bot-row .image-container { padding-top: 2.4em; }
-#chatbot .bot-row .image-frame { min-width: min(320px, 100%); }
-#chatbot .bot-row .image-frame img { width: 100%; height: auto; max-height: 420px; object-fit: contain; }
-"""
+#: The page's style and script (scrolling to the start of each new answer), beside this module.
+CSS = (Path(__file__).with_name("page.css")).read_text(encoding="utf-8")
+JS = (Path(__file__).with_name("page.js")).read_text(encoding="utf-8")
 PLACEHOLDER = (
     "### Ask a classifier what it looks at\n"
     "Upload an image (📎) and ask **why?**, **what is it?**, **how confident is it?**, **show the region**, "
@@ -74,7 +71,7 @@ def launch_options() -> dict[str, Any]:
     # catches its own errors and raises gr.Error with a plain message instead.
     # mcp_server=True: the /explain event is also an MCP tool (Gradio's MCP server at /gradio_api/mcp/).
     return {"max_file_size": MAX_FILE_SIZE, "allowed_paths": [str(EXAMPLES_DIR)], "show_error": False, "css": CSS,
-            "mcp_server": True}
+            "js": JS, "mcp_server": True}
 
 
 def refusal(text: str, title: str = "Error") -> gr.Error:
@@ -311,13 +308,12 @@ class ChatApp(ChatServer):
     def _chat_tab(self, visit: gr.State) -> None:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
+                # autoscroll=False: page.js shows the start of each new answer instead of its end.
                 chatbot = gr.Chatbot(label=TITLE, height=640, placeholder=PLACEHOLDER, feedback_options=None,
-                                     buttons=["copy", "copy_all"], elem_id="chatbot")
+                                     buttons=["copy", "copy_all"], elem_id="chatbot", autoscroll=False)
                 box = gr.MultimodalTextbox(placeholder="Upload an image and ask a question, e.g. why?",
                                            file_types=["image", ".dcm"], file_count="multiple", sources=["upload"],
-                                           max_plain_text_length=20_000, autofocus=True, show_label=False,
-                                           elem_id="chat-input")
-                examples = self._examples()
+                                           max_plain_text_length=20_000, show_label=False, elem_id="chat-input")
             with gr.Column(scale=1, min_width=280):
                 picker = gr.Dropdown(self.builtins, value=self.default_name, label="Model", interactive=True)
                 gr.Markdown(str(escape_markdown(self.default_reason)))
@@ -339,6 +335,8 @@ class ChatApp(ChatServer):
                     check = gr.Button("Is it looking here?", variant="primary", size="sm", elem_id="region-check")
                 with gr.Accordion("Settings", open=False):
                     settings = self._settings()
+        # Below the side panel, so that on a phone the model and the settings come before nine examples.
+        examples = self._examples()
 
         outputs = [chatbot, box, picker, *settings, visit]
         # Every event that runs a model shares one pool of CONCURRENCY workers; the rest wait in order.
@@ -381,7 +379,7 @@ class ChatApp(ChatServer):
         if not self.examples:
             return None
         return gr.Dataset(
-            label="Examples (click one)", components=["image", "textbox", "textbox", "textbox"],
+            label="Examples (click one)", components=["image", "textbox", "textbox", "textbox"], elem_id="examples",
             headers=["Image", "Question", "Model", "What it shows"], type="index", layout="table",
             samples=[[e.image, e.question, e.model or self.default_name, e.caption] for e in self.examples])
 
