@@ -232,6 +232,7 @@ def answer_what(state: SessionState, intent: Intent) -> Reply:
                     image=state.current.number)
     return render_reply(
         state, "what", intent, predictions=shown, top=result.top, k=len(shown), n_classes=len(state.model.labels),
+        torn=[] if is_multilabel(result) else torn_between(result.predictions),
         rest=max(0.0, 1.0 - sum(p.probability for p in shown)), multilabel=is_multilabel(result), positive=positive,
         threshold=result.decision_threshold, empty=result.region.coverage <= 0, result=result,
         method=method_name(result.method), **facts, images=[(chart, label)],
@@ -321,6 +322,18 @@ def guessing(facts: dict) -> bool:
     return bool(structure.blank or (ood is not None and ood.unusual))
 
 
+#: Classes within this many probability points of the top one, each at least TORN_FLOOR, make the model "torn".
+TORN_MARGIN, TORN_FLOOR = 0.2, 0.1
+
+
+def torn_between(predictions: Sequence[Prediction]) -> list[Prediction]:
+    """The top classes the model cannot tell apart (the top one included), or [] when one stands out: those within
+    :data:`TORN_MARGIN` of the top probability and above :data:`TORN_FLOOR` (the rule "torn" of :func:`qualifier`)."""
+    top = predictions[0].probability
+    close = [p for p in predictions if top - p.probability < TORN_MARGIN and p.probability >= TORN_FLOOR]
+    return close if len(close) >= 2 else []
+
+
 def qualifier(top: float, runner: float, guessing: bool = False, below_reference: bool = False) -> str:
     """One word for the top two probabilities: ``confident``, ``fairly``, ``torn``, ``unsure``, or ``guess``.
 
@@ -332,7 +345,7 @@ def qualifier(top: float, runner: float, guessing: bool = False, below_reference
         return "guess"
     if top >= 0.8 and top - runner >= 0.5:
         return "fairly" if below_reference else "confident"
-    if runner >= 0.2 and top - runner < 0.2:
+    if runner >= 2 * TORN_FLOOR and top - runner < TORN_MARGIN:
         return "torn"
     if top < 0.5:
         return "unsure"

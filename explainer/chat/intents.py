@@ -776,6 +776,22 @@ def class_weak(message: Message, vocab: Vocab, details: dict) -> dict | None:
     return _class(message, vocab, details, _CLASS_PATTERNS_WEAK, strong=False)
 
 
+#: "is this a dog?": one word after "is it", not a label. Words that judge the answer ("is it sure?") are not classes.
+_IS_IT_A = re.compile(r"^(?:so )?(?:is|was|isn'?t) (?:it|this|that) (?:a |an )?(?P<c>[a-z][a-z\-]{1,30})\W*$")
+_JUDGING = _wordset("""
+right wrong correct sure certain confident reliable trustworthy true false good bad ok okay fine real fake working
+broken biased fair accurate calibrated looking done finished ready possible likely random blank empty new same
+""")
+
+
+def class_unknown(message: Message, vocab: Vocab, _details: dict) -> dict | None:
+    """"is this a dog?" on a model without dogs: a class question, so the answer names the classes it knows."""
+    match = _IS_IT_A.match(message.text)
+    if not match or match["c"] in VOCABULARY or match["c"] in _JUDGING or match["c"] in _KEEP:
+        return None
+    return {"target": match["c"], "explicit_target": True}
+
+
 def _class(message: Message, vocab: Vocab, details: dict, patterns: tuple[str, ...], strong: bool):
     """A class question; weak patterns ("explain X", "is it X") only count when X looks like one of the labels."""
     for pattern in patterns:
@@ -851,7 +867,7 @@ def what(message: Message, _vocab: Vocab, details: dict) -> dict | None:
         text, r"\bwhat(?:'s| is| are)? (?:it|this|that|these|in (?:the|this|it)|the (?:object|thing|image|picture))\b"
               r"|\bwhat do you see\b|\bclassify\b|\bpredict(?:ion|ions|ed|s)?\b|\bidentify\b|\brecogni[sz]e\b"
               r"|\b(?:which|what) (?:class|label|kind|sort|type|category|object|shape|animal|thing)\b|\bguess\b"
-              r"|\blabels?\b|\bclasses\b|\bwhat is$|\bwhat'?s that\b|^what\b"
+              r"|\blabels?\b|\bclasses\b|\bwhat is$|\bwhat'?s that\b|^what\W*$|^what (?:now|then|else|about it)\b"
     ):
         return {}
     return None

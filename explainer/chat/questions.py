@@ -88,6 +88,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     (I.CLASS, I.class_strong),         # "why not X", "what about X"
     (I.CONFIDENCE, I.confidence),      # "how likely is square" keeps its class as the target
     (I.CLASS, I.class_weak),           # "is it X", "explain X" when X is a label
+    (I.CLASS, I.class_unknown),        # "is this a dog?": X is no label, and the answer says so
     (I.REGION, I.region),              # "show the box for star"
     (I.WHY, I.why),                    # "why", "where", "heatmap": the broadest words of all
     (I.WHAT, I.what),                  # "what is it", "predictions"
