@@ -403,16 +403,28 @@ def test_uploaded_model_is_loaded_safely_and_stays_in_its_session(chat_app, visi
 
 
 def test_settings_panel_changes_this_session_only(chat_app, visit):
-    visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "otsu")
+    *_outputs, visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "otsu")
     assert (visit.chat.settings.opacity, visit.chat.settings.colormap, visit.chat.settings.method,
             visit.chat.settings.segment) == (0.8, "viridis", "gradcam++", "otsu")
     with pytest.warns(UserWarning, match="Unknown colormap"):  # gr.Warning: a toast in the browser
-        visit = chat_app.change_setting(visit, 0.8, "no-such-colormap", 0.3, 3, "gradcam++", "threshold")
+        *_outputs, visit = chat_app.change_setting(visit, 0.8, "no-such-colormap", 0.3, 3, "gradcam++", "otsu")
     assert visit.chat.settings.colormap == "viridis" and visit.chat.settings.segment == "otsu"  # refused: unchanged
     with pytest.warns(UserWarning, match="Unknown segmentation method 'watershed'"):
-        visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "watershed")
+        *_outputs, visit = chat_app.change_setting(visit, 0.8, "viridis", 0.3, 3, "gradcam++", "watershed")
     fresh = _last(chat_app.chat_turn({"text": "hello", "files": []}, None))[-1]
     assert fresh.chat.settings.opacity != 0.8
+
+
+def test_a_settings_panel_change_says_so_and_redraws_the_picture(chat_app, images):
+    *_outputs, visit = _last(chat_app.chat_turn({"text": "why?", "files": [images["circle"]]}, None))
+    before = len(visit.messages)
+    messages, *_rest, visit = chat_app.change_setting(visit, 0.9, "turbo", 0.6, 5, "auto", "softgrabcut")
+    added = messages[before:]
+    assert added[0]["role"] == "assistant" and "opacity is now 90 %" in added[0]["content"]
+    assert any(not isinstance(m["content"], str) for m in added)  # the overlay, redrawn at the new opacity
+    unchanged = len(messages)
+    messages, *_rest, visit = chat_app.change_setting(visit, 0.9, "turbo", 0.6, 5, "auto", "softgrabcut")
+    assert len(messages) == unchanged  # nothing changed: nothing said
 
 
 def test_shortcut_example_switches_model_and_answers(chat_app):

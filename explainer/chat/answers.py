@@ -683,7 +683,7 @@ def answer_setting(state: SessionState, intent: Intent) -> Reply:
         images = [(shown, caption("setting", setting=intent.setting,
                                   value=getattr(state.settings, intent.setting)))]
     return render_reply(state, "setting", intent, settings=state.settings, changed=intent.setting,
-                        colormaps=list(COLORMAPS), result=result, images=images,
+                        colormaps=list(COLORMAPS), result=result, images=images, method=method_name(state.method),
                         suggestions=suggestions_for(state, result), footer=result,
                         data={"settings": dataclasses.asdict(state.settings), "changed": intent.setting,
                               **({"explanation": result.to_dict()} if result is not None else {})})

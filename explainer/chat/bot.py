@@ -153,6 +153,15 @@ class ChatSession:
                                      "answer after a model switch failed")
             return self._remember(reply)
 
+    def change_setting(self, name: str, value: Any) -> Reply:
+        """A setting changed outside the conversation (the app's settings panel): applied, and said in a reply that
+        redraws the current picture when the setting affects it. A refused value is an error reply, nothing changes.
+        """
+        with self.state.lock:
+            intent = Intent(I.SETTING, text=f"{name} = {value}", setting=name, value=value)
+            return self._remember(self._safely(lambda: answers.answer_setting(self.state, intent),
+                                               "answer to a settings change failed"))
+
     def _remember(self, reply: Reply) -> Reply:
         """Note which question was answered (follow-ups depend on it); problems leave the last answer as it was."""
         if not reply.error:

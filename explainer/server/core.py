@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from explainer.cams import METHODS
-from explainer.chat import AUTO, ChatSession, Reply, SettingError, answer_once
+from explainer.chat import AUTO, ChatSession, Reply, answer_once
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.demo import load_examples
@@ -273,14 +273,26 @@ class ChatServer:
         self.show(visit, visit.chat.switch_model(model))
         return self.outputs(visit)
 
-    def settings_changed(self, visit: Visit | None, *values: Any) -> Visit:
-        """A control in the settings panel changed: apply all of them to this session (nothing if invalid)."""
+    def settings_changed(self, visit: Visit | None, *values: Any) -> tuple:
+        """A control in the settings panel changed: the chat says so in a line and redraws the current picture.
+
+        The panel sends all its values (in :data:`SETTING_NAMES` order); those that differ from the session's are
+        applied one by one, each refused value answered in the chat without changing anything.
+        """
         visit = visit or self.new_visit()
-        try:
-            visit.chat.update_settings(**dict(zip(SETTING_NAMES, values, strict=True)))
-        except (SettingError, TypeError, ValueError) as err:
-            self.warn(str(err))
-        return visit
+        if len(values) != len(SETTING_NAMES):
+            raise Refusal(f"The settings panel sends {len(SETTING_NAMES)} values, not {len(values)}.")
+        current = visit.chat.settings
+        shown = {"method": current.method or AUTO}
+        changed = [(name, value) for name, value in zip(SETTING_NAMES, values, strict=True)
+                   if value != shown.get(name, getattr(current, name))]
+        for name, value in changed:
+            reply = visit.chat.change_setting(name, value)
+            if reply.error:
+                self.warn(reply.markdown.splitlines()[0])
+            else:
+                self.show(visit, reply)
+        return self.outputs(visit)
 
     def restart(self, visit: Visit | None) -> tuple:
         """A fresh conversation with the same model and settings (the chat's bin icon)."""

@@ -235,7 +235,7 @@ class ChatApp(ChatServer):
         return self.add_hub_model(model_id, visit)
 
     @event_boundary
-    def change_setting(self, visit: Visit | None, *values: Any) -> Visit:
+    def change_setting(self, visit: Visit | None, *values: Any) -> tuple:
         return self.settings_changed(visit, *values)
 
     @event_boundary
@@ -358,9 +358,9 @@ class ChatApp(ChatServer):
         hub_id.submit(self.load_hub, [hub_id, visit], api_visibility="private", **turn)
         fetch.click(self.region_canvas, [visit], [editor], api_visibility="private", queue=False)
         check.click(self.check_region, [editor, visit], api_visibility="private", preprocess=False, **turn)
-        for control in settings:
-            control.input(self.change_setting, [visit, *settings], [visit], api_visibility="private",
-                          queue=False, show_progress="hidden", trigger_mode="always_last", preprocess=False)
+        for control in settings:  # the chat says what changed and redraws: a model turn like the others
+            control.input(self.change_setting, [visit, *settings], api_visibility="private", preprocess=False,
+                          trigger_mode="always_last", **{**turn, "show_progress": "hidden"})
 
     def _settings(self) -> list[gr.components.Component]:
         start = Settings()
