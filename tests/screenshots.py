@@ -16,10 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app_server import running_app  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS  # noqa: E402
+from app_server import running_app
+from test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
-from explainer.demo import EXAMPLES_DIR  # noqa: E402
+from explainer.demo import EXAMPLES_DIR
 
 
 def main() -> None:
