@@ -194,7 +194,7 @@ def explain(
     inputs = model.prepare(images)
     indices = np.array([_AUTO if t is None else match_label(model.labels, t) for t in targets], np.int32)
     opposed = contrast.resolve(model.labels, versus)
-    contrast.check_supported(cam, opposed, against)
+    contrast.check_supported(cam, bool((opposed >= 0).any()), against)
     if cam.needs_gradients:
         logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices, opposed))
         grads = -grads if against else grads  # the counterfactual map: what lowers the score

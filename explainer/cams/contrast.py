@@ -53,12 +53,11 @@ def resolve(labels: list[str], versus: list) -> np.ndarray:
                      for v in versus], np.int32)
 
 
-def check_supported(cam, versus: np.ndarray, against: bool) -> None:
-    """Refuse, in one line, a combination the method cannot score."""
-    contrast = bool((versus != NO_VERSUS).any())
+def check_supported(cam, contrast: bool, against: bool) -> None:
+    """Refuse, in one line, a combination ``cam`` cannot score (``contrast``: some image has a ``versus``)."""
     if contrast and against:
-        raise ExplainerError("A contrast cannot also be negated: against=True with versus=B is B versus A; "
-                             "ask for target=B, versus=A instead.")
+        raise ExplainerError("versus and against do not combine: the negated contrast of A versus B is B versus A; "
+                             "ask for that instead.")
     if contrast and not getattr(cam, "takes_versus", False):
         takers = ", ".join(cls.display_name for cls in METHODS.values() if cls.takes_versus)
         raise ExplainerError(f"{cam.display_name} cannot compare two classes (its map is the same for every "
