@@ -135,6 +135,24 @@ def test_nothing_against_a_class_is_an_all_zero_map_without_nan():
     assert result.region.spread == "empty" and result.against
 
 
+def test_multilabel_contrast_uses_the_pre_sigmoid_logits():
+    # Conv → ReLU → GAP → Dense(sigmoid): ∂(z_A − z_B)/∂A_ij = (W_A − W_B) / (h·w), so Grad-CAM is CAM's difference / Z.
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(inputs)
+    dense = keras.layers.Dense(3, activation="sigmoid")
+    loaded = load_model(keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(features))),
+                        labels=["a", "b", "c"])
+    image = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    result = explain(loaded, image, target="a", versus="c")
+    acts = keras.Model(inputs, features)(loaded.prepare([image])).numpy()[0].astype(np.float64)
+    kernel = dense.kernel.numpy().astype(np.float64)
+    cam = acts @ (kernel[:, 0] - kernel[:, 2]) / (16 * 16)
+    assert loaded.info.head == "multilabel"
+    np.testing.assert_allclose(result.cam, cam, rtol=1e-4, atol=1e-5 * np.abs(cam).max())
+    assert result.versus.probability == pytest.approx(float(result.probabilities[2]))
+
+
 def test_a_list_of_rivals_for_one_image_and_explain_batch(model, squares):
     images, labels = squares
     rivals = [i for i in range(3) if i != labels[0]]

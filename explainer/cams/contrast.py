@@ -80,7 +80,7 @@ def mark(result: Explanation, versus: int, against: bool) -> Explanation:
     if versus == NO_VERSUS and not against:
         return result
     label = result.target_label
-    other = None if versus == NO_VERSUS else Prediction(int(versus), result._label(int(versus)),
+    other = None if versus == NO_VERSUS else Prediction(int(versus), result.labels[versus],
                                                         float(result.probabilities[versus]))
     reason = (f"a contrast map shows where the evidence for {label} beats {other.label}, not an object: "
               "there is nothing to segment" if other else
