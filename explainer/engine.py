@@ -264,6 +264,8 @@ def explain_batch(
     method = method or default_method(model)  # resolved once, not per chunk
     versus = kwargs.pop("versus", None)
     versus = list(versus) if isinstance(versus, (list, tuple)) else [versus] * len(images)
+    if len(versus) != len(images):
+        raise ExplainerError(f"Got {len(images)} images but {len(versus)} classes to compare with (versus).")
     results: list = []
     for start in range(0, len(images), chunk):
         part, aims, others = (v[start : start + chunk] for v in (images, targets, versus))

@@ -164,6 +164,8 @@ def test_a_list_of_rivals_for_one_image_and_explain_batch(model, squares):
         alone = explain(model, image, target=label, versus=other)
         np.testing.assert_allclose(result.heatmap, alone.heatmap, atol=1e-5)
         assert result.versus == alone.versus
+    with pytest.raises(ExplainerError, match="4 images but 2 classes"):
+        explain_batch(model, images, labels, versus=[0, 1], isolate_errors=True)
 
 
 def test_score_cam_scores_the_logit_difference_of_masked_inputs(model, squares):
