@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from explainer import deadline, tokens
-from explainer.cams import CamBatch, get_method
+from explainer.cams import CamBatch, contrast, get_method
 from explainer.errors import ExplainerError, ModelError
 from explainer.graph import Replay
 from explainer.heads import probabilities
@@ -65,13 +65,13 @@ def _signature(model: LoadedModel) -> tf.TensorSpec:
 def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
     replay = Replay(model.keras_model, path)
 
-    @tf.function(input_signature=[_signature(model), tf.TensorSpec([None], tf.int32)])
-    def with_gradients(x, targets):
+    @tf.function(input_signature=[_signature(model), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
+    def with_gradients(x, targets, versus):
         with tf.GradientTape() as tape:
             logits, acts = replay(x, tape)
             chosen = tf.where(targets >= 0, targets, tf.argmax(logits, axis=-1, output_type=tf.int32))
             # Images in a batch are independent, so the gradient of the sum is each image's own gradient.
-            score = tf.reduce_sum(tf.gather(logits, chosen, batch_dims=1))
+            score = tf.reduce_sum(contrast.target_score(logits, chosen, versus))
         # A transformer's (batch, tokens, dim) → (batch, h, w, dim); a CNN's maps pass through untouched.
         acts, grads = as_feature_maps(path.tokens, acts, tape.gradient(score, acts))
         return logits, acts, grads, chosen
@@ -142,6 +142,9 @@ def explain(
     threshold: float = DEFAULT_THRESHOLD,
     top_k: int = TOP_K,
     segment: str | BaseSegmenter | None = None,
+    *,
+    versus: int | str | list | None = None,
+    against: bool = False,
 ) -> Explanation | list[Explanation]:
     """Explain what ``model`` looks at in ``image``.
 
@@ -169,6 +172,13 @@ def explain(
         :data:`explainer.segment.SEGMENTERS`; default :data:`~explainer.segment.DEFAULT_SEGMENT`). The mask is
         computed when first read, so an explanation nobody segments costs nothing more. A class below the
         probability cutoff gets no mask (:func:`explainer.segment.no_mask_reason`).
+    versus : None, int, str, or a list of them
+        Contrast: score ``logit_target − logit_versus`` (pre-softmax, or pre-sigmoid for a multi-label head), so the
+        map shows where the evidence separates the two classes. One per image in a list; a list of classes for one
+        image and target gives one contrast each. Not for Eigen-CAM (:mod:`explainer.cams.contrast`).
+    against : bool
+        The counterfactual map: negated gradients, the regions whose removal would raise the target's score.
+        Gradient methods only. Contrast and counterfactual maps get no segmented mask.
 
     Returns
     -------
@@ -176,26 +186,31 @@ def explain(
         A list when ``image`` or ``target`` is a list.
     """
     images, targets, as_list = _pairs(image, target)
+    images, targets, versus, as_list = contrast.expand(images, targets, versus, as_list)
     cam = get_method(method or default_method(model))
     segmenter = get_segmenter(segment)
     fns = compiled(model, layer)
     images = [load_image(img) for img in images]
     inputs = model.prepare(images)
     indices = np.array([_AUTO if t is None else match_label(model.labels, t) for t in targets], np.int32)
+    opposed = contrast.resolve(model.labels, versus)
+    contrast.check_supported(cam, bool((opposed >= 0).any()), against)
     if cam.needs_gradients:
-        logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices))
+        logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices, opposed))
+        grads = -grads if against else grads  # the counterfactual map: what lowers the score
     else:
         logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
         grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
     check_finite(logits)
     _expect_affordable(model, cam, acts.shape[-1], len(images))
-    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head)
+    batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head, opposed)
     maps, raw, weights = cam(batch)
     check_finite(raw, "map")
     probs = probabilities(logits, model.info.head)
     results = [
-        _result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i], probs[i],
-                int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter)
+        contrast.mark(_result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i],
+                              probs[i], int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter),
+                      int(opposed[i]), against)
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
@@ -230,7 +245,8 @@ def explain_batch(
         When a chunk fails with an :class:`~explainer.errors.ExplainerError`, explain its images one by one and put
         each failing image's error in its place of the list (an audit records it and goes on). Without it, raise.
     **kwargs :
-        ``threshold``, ``top_k`` and ``segment`` of :func:`explain`.
+        ``threshold``, ``top_k``, ``segment``, ``versus`` (one class, or one per image) and ``against`` of
+        :func:`explain`.
 
     Returns
     -------
@@ -246,24 +262,30 @@ def explain_batch(
     if not images:
         return []
     method = method or default_method(model)  # resolved once, not per chunk
+    versus = kwargs.pop("versus", None)
+    versus = list(versus) if isinstance(versus, (list, tuple)) else [versus] * len(images)
+    if len(versus) != len(images):
+        raise ExplainerError(f"Got {len(images)} images but {len(versus)} classes to compare with (versus).")
     results: list = []
     for start in range(0, len(images), chunk):
-        part, aims = images[start : start + chunk], targets[start : start + chunk]
+        part, aims, others = (v[start : start + chunk] for v in (images, targets, versus))
         try:
-            results.extend(explain(model, part, target=aims, method=method, layer=layer, **kwargs))
+            results.extend(explain(model, part, target=aims, method=method, layer=layer, versus=others, **kwargs))
         except ExplainerError:
             if not isolate_errors:
                 raise
-            results.extend(_explain_each(model, part, aims, method, layer, kwargs))
+            results.extend(_explain_each(model, part, aims, others, method, layer, kwargs))
     return results
 
 
-def _explain_each(model, images: list, targets: list, method: str, layer: str | None, kwargs: dict) -> list:
+def _explain_each(model, images: list, targets: list, versus: list, method: str, layer: str | None,
+                  kwargs: dict) -> list:
     """Each image alone, its error in its place: one bad image of a failed chunk does not cost the others."""
     outcomes: list = []
-    for image, target in zip(images, targets, strict=True):
+    for image, target, other in zip(images, targets, versus, strict=True):
         try:
-            outcomes.append(explain(model, image, target=target, method=method, layer=layer, **kwargs))
+            outcomes.append(explain(model, image, target=target, method=method, layer=layer, versus=other,
+                                    **kwargs))
         except ExplainerError as err:
             outcomes.append(err)
     return outcomes

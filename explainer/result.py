@@ -53,6 +53,11 @@ class Explanation:
         Every class's label, in the model's order.
     decision_threshold : float
         For multi-label heads: probability from which a label counts as present (see :attr:`positive`).
+    versus : Prediction or None
+        The class the target was contrasted with (the map scores ``logit_target − logit_versus``), with the
+        model's probability of it; None for an ordinary map (:mod:`explainer.cams.contrast`).
+    against : bool
+        True for the counterfactual map: what speaks against the target (negated gradients).
     """
 
     image: np.ndarray
@@ -72,6 +77,8 @@ class Explanation:
     head: str = "softmax"
     decision_threshold: float = DEFAULT_DECISION_THRESHOLD
     labels: list[str] = field(default_factory=list)
+    versus: Prediction | None = None
+    against: bool = False
 
     @property
     def top(self) -> Prediction:
@@ -117,6 +124,8 @@ class Explanation:
             "predictions": [p.to_dict() for p in self.predictions],
             "region": self.region.to_dict(),
             "image_size": [int(self.image.shape[1]), int(self.image.shape[0])],
+            "versus": None if self.versus is None else self.versus.to_dict(),
+            "against": self.against,
         }
         if self.head == "multilabel":
             record["positive"] = [p.label for p in self.positive]

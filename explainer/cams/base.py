@@ -44,6 +44,9 @@ class CamBatch:
         ``forward(inputs) -> logits``: the compiled model, for methods that need more forward passes.
     head : str
         The model's head (:mod:`explainer.heads`): how logits become probabilities.
+    versus : numpy.ndarray or None
+        B class indices each target is contrasted with, -1 for none (:mod:`explainer.cams.contrast`); the
+        gradients are then those of ``logit_target − logit_versus``.
     """
 
     activations: np.ndarray
@@ -53,6 +56,7 @@ class CamBatch:
     inputs: np.ndarray
     forward: Callable[[np.ndarray], np.ndarray]
     head: str = "softmax"
+    versus: np.ndarray | None = None
 
 
 class BaseCAM:
@@ -70,6 +74,10 @@ class BaseCAM:
     class_agnostic: ClassVar[bool] = False
     #: True when a map costs many forward passes (:meth:`extra_forward_passes` > 0): the chat announces the wait.
     slow: ClassVar[bool] = False
+    #: True when the method can score ``logit_A − logit_B`` (``versus``, :mod:`explainer.cams.contrast`).
+    takes_versus: ClassVar[bool] = True
+    #: True when the method can negate its gradients (``against``, the counterfactual map).
+    takes_against: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -47,6 +47,8 @@ class EigenCAM(BaseCAM):
     display_name = "Eigen-CAM"
     needs_gradients = False
     class_agnostic = True
+    takes_versus = False  # one map for every class: nothing to contrast
+    takes_against = False
 
     def get_cam_image(self, batch: CamBatch) -> tuple[np.ndarray, None]:
         return first_component(batch.activations), None

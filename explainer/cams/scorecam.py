@@ -7,7 +7,9 @@ for that masked input (:func:`~explainer.heads.probabilities`: the softmax over 
 stripped a final softmax; for a multi-label head the target's own sigmoid), with no baseline subtraction. One
 forward pass per channel, batched; ``top_n`` keeps only the channels whose activation maps vary most (highest
 standard deviation, as tf-keras-vis picks them), so MobileNetV2's 1,280 channels stay affordable.
-Channels left out get weight 0.
+Channels left out get weight 0. A contrast (``versus``: :mod:`explainer.cams.contrast`) weights each channel by
+``logit_A − logit_B`` of the masked input instead (for a softmax head ``log(p_A / p_B)``), also without baseline;
+Score-CAM has no negated map (``against``): its weights are never negative.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ScoreCAM(BaseCAM):
     display_name = "Score-CAM"
     needs_gradients = False
     slow = True
+    takes_against = False
 
     def __init__(self, top_n: int | None = DEFAULT_TOP_N, batch_size: int = 8):
         if top_n is not None and top_n < 1:
@@ -57,14 +60,22 @@ class ScoreCAM(BaseCAM):
     def get_cam_weights(self, batch: CamBatch) -> np.ndarray:
         b, *_, k = batch.activations.shape
         weights = np.zeros((b, k), np.float32)
+        versus = np.full(b, -1) if batch.versus is None else batch.versus
         for i, (acts, inputs, target) in enumerate(zip(batch.activations, batch.inputs, batch.targets, strict=True)):
             channels = self.select_channels(acts)
             for start in range(0, len(channels), self.batch_size):
                 chosen = channels[start : start + self.batch_size]
                 masks = channel_masks(acts[..., chosen], inputs.shape[:2])  # n×H×W
                 logits = batch.forward(inputs[None] * masks[..., None])
-                weights[i, chosen] = probabilities(logits, batch.head)[:, int(target)]
+                weights[i, chosen] = channel_score(logits, batch.head, int(target), int(versus[i]))
         return weights
+
+
+def channel_score(logits: np.ndarray, head: str, target: int, versus: int = -1) -> np.ndarray:
+    """Weights of n masked inputs (n×C logits): the target's probability, or ``logit_target − logit_versus``."""
+    if versus < 0:
+        return probabilities(logits, head)[:, target]
+    return logits[:, target] - logits[:, versus]
 
 
 def channel_masks(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -48,6 +48,7 @@ class EigenSmooth(BaseCAM):
         self.method = get_method(method)
         self.name = self.method.name
         self.needs_gradients = self.method.needs_gradients
+        self.takes_versus, self.takes_against = self.method.takes_versus, self.method.takes_against
 
     def get_cam_image(self, batch: CamBatch) -> tuple[np.ndarray, np.ndarray | None]:
         if not _has_terms(self.method):  # e.g. Eigen-CAM: already a projection, nothing to smooth

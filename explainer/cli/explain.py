@@ -12,7 +12,9 @@ import numpy as np
 
 from explainer import explain
 from explainer.cams import get_method
+from explainer.cams.contrast import check_supported
 from explainer.cli.options import METHOD_HELP, add_model_arguments, fail, model_from
+from explainer.engine import default_method
 from explainer.errors import ExplainerError
 from explainer.evaluation.groundtruth import BOX_FORMATS, compare_region, draw_expected, expected_mask, parse_box
 from explainer.inputs.images import IMAGE_SUFFIXES, load_image_with_notes
@@ -29,6 +31,10 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     add_model_arguments(parser)
     parser.add_argument("--target", help="class label or index to explain (default: the top prediction)")
+    parser.add_argument("--versus", metavar="CLASS",
+                        help="contrast: map where the evidence separates --target from this class (label or index)")
+    parser.add_argument("--against", action="store_true",
+                        help="counterfactual map: what speaks against --target (negated gradients)")
     parser.add_argument("--method", default=None, help=METHOD_HELP)
     parser.add_argument("--layer", help="target layer (default: a CNN's last spatial layer, a ViT's token embeddings)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="localization threshold (0-1]")
@@ -66,6 +72,8 @@ def explain_command(args: argparse.Namespace) -> int:
         resolve_layer(model.keras_model, args.layer)
         get_segmenter(args.segment)
         target = None if args.target is None else match_label(model.labels, args.target)
+        versus = None if args.versus is None else match_label(model.labels, args.versus)
+        check_supported(get_method(args.method or default_method(model)), versus is not None, args.against)
         box = None if args.box is None else parse_box(args.box, args.box_format)
     except ExplainerError as err:
         return fail(str(err), 2)
@@ -77,7 +85,7 @@ def explain_command(args: argparse.Namespace) -> int:
         try:
             loaded = load_image_with_notes(path)
             result = explain(model, loaded.pixels, target=target, method=args.method, layer=args.layer,
-                             threshold=args.threshold, segment=args.segment)
+                             threshold=args.threshold, segment=args.segment, versus=versus, against=args.against)
             region = None if box is None and args.mask is None else expected_mask(loaded.pixels.shape[:2], box,
                                                                                     args.mask)
         except ExplainerError as err:
@@ -118,8 +126,9 @@ def _save(result, path: Path, out: Path, used: set[str], expected: np.ndarray | 
 
 def _summary(path: Path, result, expected: dict | None = None) -> str:
     region = result.region
-    line = (f"{path}: {result.target_label} ({result.probability:.1%}); {result.method} at {result.layer} looks at the "
-            f"{region.location}, box {region.bbox}, {region.coverage:.0%} of the image, {region.spread}")
+    line = (f"{path}: {result.target_label} ({result.probability:.1%}){_evidence(result)}; {result.method} at "
+            f"{result.layer} looks at the {region.location}, box {region.bbox}, {region.coverage:.0%} of the image, "
+            f"{region.spread}")
     line += (f"; mask by {region.segmenter.display_name}: {region.pixels} px" if region.mask is not None
              else f"; no mask: {region.no_mask_reason}")
     if result.head == "multilabel":  # each label is its own yes/no: say which are present
@@ -131,3 +140,8 @@ def _summary(path: Path, result, expected: dict | None = None) -> str:
     return line
 
 
+def _evidence(result) -> str:
+    """What the map weighs: `` versus B (p)``, `` (against)``, or nothing for an ordinary map."""
+    if result.versus is not None:
+        return f" versus {result.versus.label} ({result.versus.probability:.1%})"
+    return " (what speaks against it)" if result.against else ""
