@@ -16,7 +16,15 @@ from planted_models import LABELS, planted_squares, trained_model
 from explainer import explain, load_model
 from explainer.cli.main import main
 from explainer.demo.audit_data import write_audit_folder
-from explainer.evaluation.audit import AuditError, AuditOptions, Collector, class_indices, summarize, write_report
+from explainer.evaluation.audit import (
+    SHOWN_UNSURE,
+    AuditError,
+    AuditOptions,
+    Collector,
+    class_indices,
+    summarize,
+    write_report,
+)
 from explainer.evaluation.groundtruth import compare_region
 from explainer.prose import render
 
@@ -116,8 +124,10 @@ def test_audit_numbers_are_the_api_numbers(planted, planted_run):
 def test_report_is_one_offline_file_with_the_flagged_pictures(planted_run):
     html = (planted_run["out"] / "report.html").read_text()
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)  # nothing fetched from the network
-    pictures = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', html)
+    flagged, unsure = html.split("<h2>Least confident")
+    pictures = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', flagged)
     assert len(pictures) == 1 + len(MISPLACED)  # every wrong prediction and wrong reason, nothing else
+    assert 1 <= unsure.count("data:image/jpeg;base64,") <= SHOWN_UNSURE  # and the least confident, always
     decoded = cv2.imdecode(np.frombuffer(base64.b64decode(pictures[0]), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (224, 224, 3)
     assert "Wrong predictions (1)" in html and f"Right for the wrong reason ({len(MISPLACED)})" in html
@@ -142,7 +152,7 @@ def test_the_report_and_the_chat_share_one_environment_each_escaping_its_own_way
     chat = render("no_class", asked=label, candidates=[], n_labels=1, labels=[label])
     assert "&lt;b&gt;x&lt;/b&gt;\\_\\*" in chat and "<b>" not in chat
     assert render("report.html", **context, summary=summarize([]), rows=[], wrong=[], wrong_reason=[],
-                  max_pictures=1).startswith("<!DOCTYPE html>")
+                  least_confident=[], max_pictures=1).startswith("<!DOCTYPE html>")
 
 
 def test_masks_give_the_same_numbers_as_boxes(planted, planted_run, tmp_path, capsys):

@@ -94,3 +94,27 @@ def test_an_audit_stops_at_its_time_limit_and_reports_what_it_explained():
         assert len(fetch_text(url, results).splitlines()) == 16
         report = fetch_text(url, next(f for f in files if f["path"].endswith(".html")))
         assert "16 of 40 images were explained" in report
+
+
+def test_the_sample_set_is_one_click_and_the_report_shows_in_the_page(served):
+    _url, chat_app = served
+    import gradio as gr
+
+    summary, files = chat_app.audit_sample("auto", None)  # a private event: driven as the page drives it
+    text = plain(summary)
+    assert "Audit of 60 images" in text and "shapes-shortcut" in text and "right for the wrong reason" in text
+    frame = chat_app.show_report([{"path": path} for path in files])
+    assert frame.startswith("<iframe") and "srcdoc=" in frame and "Least confident" in frame
+    with pytest.raises(gr.Error, match="did not come from an upload"):  # only this server's files are shown
+        chat_app.show_report([{"path": "/etc/passwd"}])
+    assert chat_app.show_report([]) == "" and chat_app.show_report("nonsense") == ""
+
+
+def test_a_report_without_regions_still_has_pictures_and_speaks_plainly(served, tmp_path):
+    url, _chat_app = served
+    images = write_audit_folder(tmp_path / "set", n=8)
+    archive = shutil.make_archive(str(tmp_path / "plain"), "zip", images)  # class folders only: no boxes, no masks
+    summary, files = audit(url, archive, "shapes")
+    report = fetch_text(url, next(f for f in files if f["path"].endswith(".html")))
+    assert "Least confident" in report and report.count("data:image/jpeg;base64,") >= 8
+    assert "--masks" not in plain(summary) and "boxes.csv" in report

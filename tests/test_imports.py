@@ -164,12 +164,11 @@ print("\\n".join(failed))
 #: of evaluation, the chat or the server; the server is above the chat, the chat above evaluation.
 LAYERS = {
     "engine": ("explainer", "explainer.cams", "explainer.segment", "explainer.inputs", "explainer.models",
-               "explainer.compat", "explainer.demo", "explainer.demo.generate"),
+               "explainer.compat", "explainer.demo", "explainer.demo.generate", "explainer.demo.audit_data"),
     "evaluation": ("explainer.evaluation",),
     "chat": ("explainer.chat",),
     "server": ("explainer.server",),
-    "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report",
-              "explainer.demo.audit_data"),
+    "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report"),
 }
 
 

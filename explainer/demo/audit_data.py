@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import tempfile
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -60,6 +62,26 @@ def write_audit_folder(out: Path | str, n: int = 100, seed: int = AUDIT_SEED, ta
         writer.writerow(["path", "x", "y", "w", "h"])
         writer.writerows(rows)
     return out / "images"
+
+
+def write_audit_zip(path: Path | str, n: int = 60, seed: int = AUDIT_SEED, tag: bool = True) -> Path:
+    """The same set as :func:`write_audit_folder`, as the zip the app's Audit tab takes: the class folders at its
+    top, with ``boxes.csv`` and ``masks/`` beside them. Written once per path (an existing file is reused)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        images = write_audit_folder(work, n, seed, tag)
+        partial = path.with_suffix(".part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(images.rglob("*.png")):
+                archive.write(file, file.relative_to(images).as_posix())
+            for file in sorted((Path(work) / "masks").rglob("*.png")):
+                archive.write(file, "masks/" + file.relative_to(Path(work) / "masks").as_posix())
+            archive.write(Path(work) / "boxes.csv", "boxes.csv")
+        partial.replace(path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,8 @@ DEFAULT_BATCH_SIZE = 16
 #: Pictures shown per report section (the table lists every image): the most confident mistakes first, and the
 #: correct answers with the least energy inside their region first.
 MAX_PICTURES = 48
+#: The least confident predictions shown with their pictures (whether or not expected regions were given).
+SHOWN_UNSURE = 12
 #: Larger side of a report picture in pixels (small images are enlarged so the outlines stay visible).
 PICTURE_SIDE = 224
 #: Suffixes tried for a mask, PNG first, when none has the image's own name.
@@ -368,7 +370,7 @@ def _record(item: AuditItem, result, notes: list[str], options: AuditOptions) ->
     record["flag"] = _flag(correct, record.get("expected"), options.wrong_reason_threshold)
     if notes:
         record["notes"] = notes
-    if record["flag"] and options.pictures:
+    if options.pictures:  # every record may be among the least confident, whose pictures every report shows
         record["_picture"] = picture(result, expected)
     return record
 
@@ -428,7 +430,7 @@ class Collector:
         self.path = out / "results.jsonl"
         self._stream = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
         self.rows: list[dict] = []
-        self.sections: dict[str, list] = {"wrong": [], "wrong_reason": []}
+        self.sections: dict[str, list] = {"wrong": [], "wrong_reason": [], "least_confident": []}
         self.options = options
         self._on_record = on_record
 
@@ -437,15 +439,19 @@ class Collector:
         self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         row = table_row(record, len(self.rows))
         self.rows.append(row)
-        if record.get("flag") and shown is not None:
-            self._keep(record["flag"], row, shown)
+        if shown is not None:
+            if record.get("flag"):
+                self._keep(record["flag"], row, shown)
+            if row["probability"] is not None:  # with or without expected regions, the report has pictures
+                self._keep("least_confident", row, shown)
         if self._on_record:
             self._on_record(record)
 
     def _keep(self, flag: str, row: dict, shown: str) -> None:
         # Most confident mistakes first; for the right-for-the-wrong-reason, peak outside the region first, then the
         # least energy inside.
-        priority = (row["probability"],) if flag == "wrong" else (0 if row["hit"] else 1, -row["energy"])
+        priority = {"wrong": lambda: (row["probability"],), "least_confident": lambda: (-row["probability"],),
+                    "wrong_reason": lambda: (0 if row["hit"] else 1, -row["energy"])}[flag]()
         heap = self.sections[flag]
         entry = (priority, -row["n"], {**row, "picture": shown})
         if len(heap) < MAX_PICTURES:
@@ -528,7 +534,8 @@ def write_report(path: Path, collector: Collector, summary: dict, context: dict)
     """
     html = render(
         "report.html", summary=summary, rows=collector.rows, wrong=collector.shown("wrong"),
-        wrong_reason=collector.shown("wrong_reason"), max_pictures=MAX_PICTURES, **context)
+        wrong_reason=collector.shown("wrong_reason"), least_confident=collector.shown("least_confident")[:SHOWN_UNSURE],
+        max_pictures=MAX_PICTURES, **context)
     path.write_text(html, encoding="utf-8")
     return path
 
@@ -605,5 +612,5 @@ def audit_folder(model: LoadedModel, folder: Path, out: Path, options: AuditOpti
 def stopped_note(done: int, planned: int, seconds: float | None) -> str:
     """What a report says when its audit stopped at the time limit before every image was explained."""
     return (f"The audit stopped at this server's time limit for one audit ({seconds:g} seconds): {done} of {planned} "
-            "images were explained, and this report covers those. Audit a smaller sample here, or run python -m "
-            "explainer audit on your own machine for the whole set.")
+            "images were explained, and this report covers those. Audit a smaller sample here, or run "
+            "gradcam-chat audit on your own machine for the whole set.")

@@ -10,6 +10,7 @@ layer only adds the components: what an event's outputs look like (:meth:`ChatSe
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from explainer.chat import AUTO, ChatSession, Reply, answer_once
 from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.demo import load_examples
+from explainer.demo.audit_data import write_audit_zip
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import AuditOptions
 from explainer.evaluation.audit_archive import audit_archive
@@ -48,6 +50,8 @@ logger = logging.getLogger("gradcam_chat")
 FAILED = "Sorry, something went wrong on the server while answering. The conversation is kept; please try again."
 #: The Audit tab's model choice meaning "the model answering in the chat" (e.g. the visitor's uploaded model).
 CURRENT_MODEL = "(current)"
+#: The model of the Audit tab's sample set: the "Clever Hans" demo model, right for the wrong reason.
+SAMPLE_MODEL = "shapes-shortcut"
 #: The settings panel's controls, in the order the events pass their values.
 SETTING_NAMES = ("opacity", "colormap", "threshold", "top_k", "method", "segment")
 
@@ -326,6 +330,10 @@ class ChatServer:
         path = self.upload(archive)
         if path is None:
             raise Refusal(render("audit_no_zip"))
+        return self._audit_file(path, model_name, method, visit, session, progress)
+
+    def _audit_file(self, path: str, model_name: Any, method: Any, visit: Visit | None, session: str | None,
+                    progress: Callable[[int, int, str], None] | None) -> tuple[str, list[str]]:
         if not isinstance(method, str) or (method != AUTO and method not in METHODS):
             raise Refusal(f"Unknown method {quote(method)}; choose one of {', '.join(METHODS)}.")
         model = self._audit_model(model_name, visit)
@@ -346,6 +354,25 @@ class ChatServer:
         text = render("audit_summary", run=run, model=model.name, method=METHODS[options.method].display_name,
                       threshold=options.wrong_reason_threshold, notes=run.notes)
         return text, [str(run.report), str(run.results)]
+
+    def sample_audit(self, method: Any, visit: Visit | None, session: str | None = None,
+                     progress: Callable[[int, int, str], None] | None = None) -> tuple[str, list[str]]:
+        """The Audit tab's sample: the bundled shortcut model on a demo validation set with the shapes' masks (it is
+        right for the wrong reason: the audit shows it)."""
+        if SAMPLE_MODEL not in {name for _label, name in self.builtins}:
+            raise Refusal(f"The sample needs the bundled {SAMPLE_MODEL} model, which this server does not offer.")
+        sample = write_audit_zip(Path(self.upload_folder) / "samples" / f"{SAMPLE_MODEL}-validation-set.zip")
+        return self._audit_file(str(sample), SAMPLE_MODEL, method, visit, session, progress)  # our file: no gate
+
+    def report_page(self, files: Any) -> str:
+        """An audit's report.html (from the audit's own output payload) as a frame for the page, scaled to it."""
+        paths = [self.upload(item) for item in (files if isinstance(files, list) else [])[:4]]
+        report = next((Path(p) for p in paths if p and Path(p).name == "report.html"), None)
+        if report is None:
+            return ""
+        page = html.escape(report.read_text(encoding="utf-8"), quote=True)
+        return (f'<iframe title="Audit report" srcdoc="{page}" '
+                'style="width:100%;height:80vh;border:1px solid #ddd;border-radius:8px"></iframe>')
 
     def _audit_model(self, key: Any, visit: Visit | None) -> LoadedModel:
         if key == CURRENT_MODEL:

@@ -275,6 +275,18 @@ class ChatApp(ChatServer):
 
         return self.audit_zip(archive, model_name, method, visit, _session(request), step)
 
+    @event_boundary
+    def audit_sample(self, method: Any, visit: Visit | None, request: gr.Request = None,
+                     progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:  # noqa: B008 (Gradio reads it)
+        def step(done: int, total: int, desc: str) -> None:
+            progress((done, total), desc=desc, unit="images")
+
+        return self.sample_audit(method, visit, _session(request), step)
+
+    @event_boundary
+    def show_report(self, files: Any) -> str:
+        return self.report_page(files)
+
     # ---------------------------------------------------------------------------------------------- layout
 
     def build(self) -> gr.Blocks:
@@ -392,12 +404,18 @@ class ChatApp(ChatServer):
                                     value=self.default_name, label="Model")
                 method = gr.Dropdown(method_choices(), value=AUTO, label="CAM method")
                 run = gr.Button("Run the audit", variant="primary")
+                sample = gr.Button("Or try it on the bundled shortcut model's validation set", variant="secondary")
             with gr.Column():
                 summary = gr.Markdown()
                 files = gr.File(label="report.html and results.jsonl", file_count="multiple", interactive=False)
-        # One audit at a time, beside the chat's workers' queue: it holds its worker for as long as it runs.
-        run.click(self.audit, [archive, model, method, visit], [summary, files], api_name="audit", preprocess=False,
-                  concurrency_id="audit", concurrency_limit=1)
+        report = gr.HTML()
+        # One audit at a time, beside the chat's workers' queue: it holds its worker for as long as it runs. The
+        # report is then shown in the page too (preprocess=False: the handler checks the paths itself).
+        audit = {"outputs": [summary, files], "concurrency_id": "audit", "concurrency_limit": 1}
+        run.click(self.audit, [archive, model, method, visit], api_name="audit", preprocess=False, **audit).then(
+            self.show_report, [files], [report], api_visibility="private", preprocess=False, queue=False)
+        sample.click(self.audit_sample, [method, visit], api_visibility="private", preprocess=False, **audit).then(
+            self.show_report, [files], [report], api_visibility="private", preprocess=False, queue=False)
 
     def _explain_tab(self) -> None:
         with gr.Row():
