@@ -169,7 +169,7 @@ LAYERS = {
     "chat": ("explainer.chat",),
     "server": ("explainer.server",),
     "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report",
-              "explainer.demo.audit_data"),
+              "explainer.demo.audit_data", "explainer.demo.calibrate"),
 }
 
 
