@@ -147,7 +147,7 @@ def conformal_quantile(probs: np.ndarray, labels: np.ndarray, coverage: float = 
     """Split conformal q: the ⌈(n+1)(1−α)⌉/n quantile of the scores 1 − p̂(true class) (1 when n is too small)."""
     scores = 1.0 - np.asarray(probs, np.float64)[np.arange(len(labels)), labels]
     level = math.ceil((len(scores) + 1) * coverage) / len(scores)
-    return 1.0 if level > 1 else float(np.quantile(scores, level, method="higher"))
+    return 1.0 if level > 1 else float(np.quantile(scores, level, method="inverted_cdf"))  # the k-th smallest
 
 
 def set_coverage(probs: np.ndarray, labels: np.ndarray, quantile: float) -> tuple[float, float]:
