@@ -36,7 +36,12 @@ _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside t
 
 @dataclass
 class CompiledLayer:
-    """Compiled functions for one target layer of one model."""
+    """Compiled functions for one target layer of one model.
+
+    ``with_gradients(x, targets)`` returns (logits, activations, gradients, targets, features) and
+    ``without_gradients(x)`` (logits, activations, features); features are (batch, 0) unless the model has a
+    feature reference.
+    """
 
     layer: LayerPath
     with_gradients: tf.types.experimental.PolymorphicFunction
