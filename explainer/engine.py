@@ -36,7 +36,12 @@ _AUTO = -1  # target placeholder meaning "the top prediction", resolved inside t
 
 @dataclass
 class CompiledLayer:
-    """Compiled functions for one target layer of one model."""
+    """Compiled functions for one target layer of one model.
+
+    ``with_gradients(x, targets)`` returns (logits, activations, gradients, targets, features) and
+    ``without_gradients(x)`` (logits, activations, features); features are (batch, 0) unless the model has a
+    feature reference.
+    """
 
     layer: LayerPath
     with_gradients: tf.types.experimental.PolymorphicFunction
@@ -63,25 +68,31 @@ def _signature(model: LoadedModel) -> tf.TensorSpec:
 
 
 def _compile(model: LoadedModel, path: LayerPath) -> CompiledLayer:
-    replay = Replay(model.keras_model, path)
+    # The penultimate features ride along only when the model has a reference to compare them with.
+    replay = Replay(model.keras_model, path, features=model.info.features is not None)
 
     @tf.function(input_signature=[_signature(model), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
     def with_gradients(x, targets, versus):
         with tf.GradientTape() as tape:
-            logits, acts = replay(x, tape)
+            logits, acts, feats = replay.run(x, tape)
             chosen = tf.where(targets >= 0, targets, tf.argmax(logits, axis=-1, output_type=tf.int32))
             # Images in a batch are independent, so the gradient of the sum is each image's own gradient.
             score = tf.reduce_sum(contrast.target_score(logits, chosen, versus))
         # A transformer's (batch, tokens, dim) → (batch, h, w, dim); a CNN's maps pass through untouched.
         acts, grads = as_feature_maps(path.tokens, acts, tape.gradient(score, acts))
-        return logits, acts, grads, chosen
+        return logits, acts, grads, chosen, _or_empty(feats, logits)
 
     @tf.function(input_signature=[_signature(model)])
     def without_gradients(x):
-        logits, acts = replay(x)
-        return logits, as_feature_maps(path.tokens, acts)[0]
+        logits, acts, feats = replay.run(x)
+        return logits, as_feature_maps(path.tokens, acts)[0], _or_empty(feats, logits)
 
     return CompiledLayer(path, with_gradients, without_gradients)
+
+
+def _or_empty(features: tf.Tensor | None, logits: tf.Tensor) -> tf.Tensor:
+    """The features, or a (batch, 0) placeholder: the compiled functions always return the same structure."""
+    return features if features is not None else tf.zeros([tf.shape(logits)[0], 0], tf.float32)
 
 
 def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -99,9 +110,44 @@ def forward(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> np.
     return check_finite(np.concatenate(chunks)) if chunks else np.zeros((0, len(model.labels)), np.float32)
 
 
-def predict(model: LoadedModel, images: list[np.ndarray]) -> np.ndarray:
-    """The model's own probabilities (N×C) for RGB images of any size (see :func:`explainer.heads.probabilities`)."""
-    return probabilities(forward(model, model.prepare(images)), model.info.head)
+def forward_features(model: LoadedModel, inputs: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, features)`` of preprocessed ``inputs``: one pass each, the features the input of the last Dense.
+
+    What calibration fits on (:mod:`explainer.evaluation.calibration`); a separate compiled function, traced once.
+    """
+    with model._lock:
+        if "__features__" not in model._compiled:
+            replay = Replay(model.keras_model, None, features=True)
+            model._compiled["__features__"] = tf.function(lambda x: replay.run(x)[::2],
+                                                          input_signature=[_signature(model)])
+        fn = model._compiled["__features__"]
+    logits, features = [], []
+    for start in range(0, len(inputs), batch_size):
+        out = fn(tf.constant(inputs[start : start + batch_size], tf.float32))
+        logits.append(out[0].numpy())
+        features.append(out[1].numpy())
+    if not logits:
+        raise ExplainerError("No image to run the model on.")
+    return check_finite(np.concatenate(logits)), check_finite(np.concatenate(features))
+
+
+def predict(model: LoadedModel, images: list[np.ndarray], raw: bool = False) -> np.ndarray:
+    """Probabilities (N×C) for RGB images of any size, as :func:`explain` reports them.
+
+    Calibrated when the model has a calibration (:func:`calibrated`), so a check comparing them with an
+    explanation's ``probability`` compares like with like; ``raw=True`` gives the model's own
+    (:func:`explainer.heads.probabilities`).
+    """
+    logits = forward(model, model.prepare(images))
+    return probabilities(logits, model.info.head) if raw else calibrated(model, logits)
+
+
+def calibrated(model: LoadedModel, logits: np.ndarray) -> np.ndarray:
+    """The probabilities the engine reports for ``logits``: temperature-scaled when the model is calibrated."""
+    calibration = model.info.calibration
+    if calibration is None:
+        return probabilities(logits, model.info.head)
+    return calibration.probabilities(logits, model.info.head)
 
 
 def check_finite(values: np.ndarray, what: str = "scores") -> np.ndarray:
@@ -196,24 +242,45 @@ def explain(
     opposed = contrast.resolve(model.labels, versus)
     contrast.check_supported(cam, bool((opposed >= 0).any()), against)
     if cam.needs_gradients:
-        logits, acts, grads, chosen = (t.numpy() for t in fns.with_gradients(inputs, indices, opposed))
+        logits, acts, grads, chosen, feats = (t.numpy() for t in fns.with_gradients(inputs, indices, opposed))
         grads = -grads if against else grads  # the counterfactual map: what lowers the score
     else:
-        logits, acts = (t.numpy() for t in fns.without_gradients(inputs))
+        logits, acts, feats = (t.numpy() for t in fns.without_gradients(inputs))
         grads, chosen = None, np.where(indices >= 0, indices, logits.argmax(axis=-1))
     check_finite(logits)
     _expect_affordable(model, cam, acts.shape[-1], len(images))
     batch = CamBatch(acts, grads, logits, chosen, inputs, lambda x: forward(model, x), model.info.head, opposed)
     maps, raw, weights = cam(batch)
     check_finite(raw, "map")
-    probs = probabilities(logits, model.info.head)
+    scores = Scores(logits, calibrated(model, logits), probabilities(logits, model.info.head), _verdicts(model, feats))
     results = [
-        contrast.mark(_result(model, img, maps[i], raw[i], None if weights is None else weights[i], logits[i],
-                              probs[i], int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter),
+        contrast.mark(_result(model, img, maps[i], raw[i], None if weights is None else weights[i], scores.row(i),
+                              int(chosen[i]), cam.name, fns.layer.name, threshold, top_k, segmenter),
                       int(opposed[i]), against)
         for i, img in enumerate(images)
     ]
     return results if as_list else results[0]
+
+
+@dataclass
+class Scores:
+    """A batch's logits, reported (calibrated) and raw probabilities, and out-of-distribution verdicts."""
+
+    logits: np.ndarray
+    probs: np.ndarray
+    raw: np.ndarray
+    ood: list[dict | None]
+
+    def row(self, i: int) -> Scores:
+        return Scores(self.logits[i], self.probs[i], self.raw[i], [self.ood[i]])
+
+
+def _verdicts(model: LoadedModel, features: np.ndarray) -> list[dict | None]:
+    """Each image's feature-space verdict (:meth:`FeatureReference.verdict`), None without a reference."""
+    reference = model.info.features
+    if reference is None or features.shape[-1] != reference.mean.shape[0]:
+        return [None] * len(features)
+    return [reference.verdict(row) for row in features]
 
 
 def explain_batch(
@@ -322,21 +389,28 @@ def _pairs(image, target) -> tuple[list, list, bool]:
     return images, targets, isinstance(image, (list, tuple)) or isinstance(target, (list, tuple))
 
 
-def _result(model, image, cam_map, raw, weights, logits, probs, target, method, layer, threshold,
+def _result(model, image, cam_map, raw, weights, scores: Scores, target, method, layer, threshold,
             top_k, segmenter) -> Explanation:
     height, width = image.shape[:2]
     heatmap = upsample(cam_map, (height, width))
-    # Ranked by logit with a stable sort: on ties the first index wins, as in the compiled argmax. Every head's
-    # probability rises with the logit, so this is also the order by probability (finer where it saturates).
-    order = np.argsort(-np.asarray(logits), kind="stable")[:top_k]
+    logits, probs, own = scores.logits, scores.probs, scores.raw
+    calibration = model.info.calibration
+    # Ranked by (temperature-scaled) logit with a stable sort: on ties the first index wins, as in the compiled
+    # argmax. Every head's probability rises with it, so this is also the order by probability (finer where it
+    # saturates); one temperature keeps the model's own order, one per label ranks by calibrated probability.
+    scaled = calibration.scale(logits) if calibration is not None else np.asarray(logits)
+    order = np.argsort(-scaled, kind="stable")[:top_k]
     return Explanation(
         image=image,
         heatmap=heatmap,
         target_index=target,
         target_label=model.labels[target],
         probability=float(probs[target]),
-        predictions=[Prediction(int(i), model.labels[i], float(probs[i])) for i in order],
+        predictions=[Prediction(int(i), model.labels[i], float(probs[i]), float(own[i])) for i in order],
         probabilities=probs,
+        raw_probabilities=own,
+        calibration=calibration,
+        ood=scores.ood[0],
         logits=np.asarray(logits, np.float32),
         method=method,
         layer=layer,

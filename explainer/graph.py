@@ -93,6 +93,21 @@ def _strip_activation(layer: keras.layers.Layer) -> Callable:
     return lambda *args, **kwargs: linear.call(*args)
 
 
+def feature_path(model: keras.Model) -> LayerPath:
+    """The classifier's last Dense layer, whose *input* is the penultimate feature vector.
+
+    The head layer itself when it is a Dense (a CNN's ``predictions``, Keras Hub's ViT ``output_dense`` reading the
+    pooled class token); for a separate ``Softmax``/``Activation`` layer, the layer feeding it. Anything else: the
+    head layer, whatever its input is.
+    """
+    path = output_layer_path(model)
+    if isinstance(path.layer, (keras.layers.Softmax, keras.layers.Activation)):
+        before = path.layer.input._keras_history.operation
+        if isinstance(before, (keras.layers.Dense, keras.layers.EinsumDense)):
+            return LayerPath((*path.layers[:-1], before))
+    return path
+
+
 class Replay:
     """Run ``model`` on a batch, returning ``(logits, activations)`` of the target layer.
 
@@ -102,30 +117,45 @@ class Replay:
         A functional or Sequential model, possibly with nested models inside.
     target : LayerPath or None
         The layer whose output to capture; ``None`` runs for the logits alone.
+    features : bool
+        Also capture the penultimate features (the input of :func:`feature_path`), returned by :meth:`run`.
     """
 
-    def __init__(self, model: keras.Model, target: LayerPath | None):
+    def __init__(self, model: keras.Model, target: LayerPath | None, features: bool = False):
         self.model = model
         self.head = find_head(model)
         self.target = target
-        # Models to descend into: those on the way to the target or to the head.
+        self.features = feature_path(model) if features else None
+        # Models to descend into: those on the way to the target, to the head or to the features.
         routes = [self.head.path.layers[:-1]] + ([target.layers[:-1]] if target else [])
+        routes += [self.features.layers[:-1]] if self.features else []
         self._ancestors = {id(layer) for route in routes for layer in route}
         self._strip = _strip_activation(self.head.path.layer) if self.head.kind != "logits" else None
 
     def __call__(self, x: tf.Tensor, tape: tf.GradientTape | None = None) -> tuple[tf.Tensor, tf.Tensor | None]:
+        logits, activations, _features = self.run(x, tape)
+        return logits, activations
+
+    def run(self, x: tf.Tensor, tape: tf.GradientTape | None = None) -> tuple[tf.Tensor, tf.Tensor | None,
+                                                                               tf.Tensor | None]:
+        """``(logits, activations, features)``; features (batch, dim) only when asked for, else None."""
         captured: list[tf.Tensor] = []
+        inputs: list[tf.Tensor] = []
         overrides: dict[int, Callable] = {}
         if self._strip is not None:
             overrides[id(self.head.path.layer)] = self._strip
         if self.target is not None:
             overrides[id(self.target.layer)] = self._capturing(self.target.layer, captured, tape)
-        out = self._run(self.model, x, overrides)
-        logits = tf.cast(out, tf.float32)
+        if self.features is not None:
+            layer = self.features.layer
+            overrides[id(layer)] = _recording_input(overrides.get(id(layer)) or operation_fn(layer, training=False),
+                                                    inputs)
+        logits = tf.cast(self._run(self.model, x, overrides), tf.float32)
         if logits.shape[-1] == 1:  # one unit (sigmoid or a bare logit): two classes, "not X" and "X"
             logits = tf.concat([-logits / 2, logits / 2], axis=-1)  # softmax of these = [1 - σ(z), σ(z)]
         activations = tf.cast(captured[0], tf.float32) if captured else None
-        return logits, activations
+        features = _flat(inputs[0]) if inputs else None
+        return logits, activations, features
 
     @staticmethod
     def _capturing(layer, captured: list, tape: tf.GradientTape | None) -> Callable:
@@ -166,3 +196,20 @@ class Replay:
             )
         outputs = model._run_through_graph(model._standardize_inputs(x), operation_fn=op_fn)
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _recording_input(call: Callable, inputs: list) -> Callable:
+    """``call`` that also keeps its first argument (the layer's input tensor)."""
+
+    def run(*args, **kwargs):
+        inputs.append(args[0])
+        return call(*args, **kwargs)
+
+    return run
+
+
+def _flat(features: tf.Tensor) -> tf.Tensor:
+    """(batch, dim) float32: a Dense applied to a sequence or a map reads its last axis, averaged over the rest."""
+    features = tf.cast(features, tf.float32)
+    return tf.reduce_mean(features, axis=list(range(1, features.shape.rank - 1))) if features.shape.rank > 2 \
+        else features

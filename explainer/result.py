@@ -7,17 +7,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from explainer.heads import DEFAULT_DECISION_THRESHOLD
+from explainer.models.calibration import Calibration
 from explainer.region import Region
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One class's probability: calibrated when the model is (``raw_probability`` is then the model's own)."""
+
     index: int
     label: str
     probability: float
+    raw_probability: float | None = None
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "label": self.label, "probability": round(self.probability, 6)}
+        record = {"index": self.index, "label": self.label, "probability": round(self.probability, 6)}
+        if self.raw_probability is not None:
+            record["raw_probability"] = round(self.raw_probability, 6)
+        return record
 
 
 @dataclass
@@ -31,7 +38,8 @@ class Explanation:
     heatmap : numpy.ndarray
         float32 H×W in [0, 1], at the input image's resolution.
     target_index, target_label, probability :
-        The explained class and the model's own probability of it (as ``model.predict`` gives it).
+        The explained class and its probability: the model's own (as ``model.predict`` gives it), or the
+        temperature-scaled one when the model has a :attr:`calibration` (then see :attr:`raw_probability`).
     predictions : list of Prediction
         The top-k classes, most probable first.
     probabilities, logits : numpy.ndarray
@@ -58,6 +66,14 @@ class Explanation:
         model's probability of it; None for an ordinary map (:mod:`explainer.cams.contrast`).
     against : bool
         True for the counterfactual map: what speaks against the target (negated gradients).
+    raw_probabilities : numpy.ndarray or None
+        The model's own probabilities when :attr:`probabilities` are calibrated (None otherwise).
+    calibration : Calibration or None
+        The model's calibration (:mod:`explainer.models.calibration`), when it has one.
+    ood : dict or None
+        The feature-space out-of-distribution verdict, ``{"distance", "threshold", "percentile", "unusual"}``
+        (:meth:`FeatureReference.verdict <explainer.models.calibration.FeatureReference.verdict>`), when the model
+        has a feature reference.
     """
 
     image: np.ndarray
@@ -79,6 +95,30 @@ class Explanation:
     labels: list[str] = field(default_factory=list)
     versus: Prediction | None = None
     against: bool = False
+    raw_probabilities: np.ndarray | None = None
+    calibration: Calibration | None = None
+    ood: dict | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def raw_probability(self) -> float:
+        """The model's own probability of the explained class (the same as :attr:`probability` if uncalibrated)."""
+        if self.raw_probabilities is None:
+            return self.probability
+        return float(self.raw_probabilities[self.target_index])
+
+    def prediction_set(self) -> list[str] | None:
+        """The conformal prediction set: labels whose calibrated probability is ≥ 1 − q, most probable first.
+
+        It holds the true class for a share ``calibration.coverage`` of images like the calibration set (split
+        conformal prediction). None when the model is not calibrated.
+        """
+        if self.calibration is None:
+            return None
+        return [self._label(int(i)) for i in self.calibration.prediction_set(self.probabilities)]
 
     @property
     def top(self) -> Prediction:
@@ -130,4 +170,11 @@ class Explanation:
         if self.head == "multilabel":
             record["positive"] = [p.label for p in self.positive]
             record["decision_threshold"] = self.decision_threshold
+        record["calibrated"] = self.calibrated
+        if self.calibration is not None:
+            record["target"]["raw_probability"] = round(self.raw_probability, 6)
+            record["calibration"] = self.calibration.summary()
+            record["prediction_set"] = self.prediction_set()
+        if self.ood is not None:
+            record["ood"] = dict(self.ood)
         return record

@@ -168,7 +168,8 @@ LAYERS = {
     "evaluation": ("explainer.evaluation",),
     "chat": ("explainer.chat",),
     "server": ("explainer.server",),
-    "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report"),
+    "tools": ("explainer.cli", "explainer.__main__", "explainer.demo.train", "explainer.demo.report",
+              "explainer.demo.calibrate"),
 }
 
 

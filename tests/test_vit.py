@@ -215,7 +215,8 @@ def test_activations_and_gradients_equal_a_hand_written_forward(random_vit, bloc
     np.testing.assert_allclose(logits.numpy(), model(x).numpy(), atol=1e-5)  # the oracle is the model
     name = f"{model.backbone.name}/vit_encoder/transformer_block_{block}/ln_1"
     no_contrast = np.full(2, -1, np.int32)
-    got_logits, acts, got_grads, _ = (t.numpy() for t in compiled(loaded, name).with_gradients(x, targets, no_contrast))
+    got_logits, acts, got_grads, *_ = (t.numpy() for t in compiled(loaded, name).with_gradients(x, targets,
+                                                                                              no_contrast))
     np.testing.assert_allclose(got_logits, logits.numpy(), atol=1e-5)
     np.testing.assert_allclose(acts, watched.numpy()[:, 1:].reshape(2, GRID, GRID, -1), atol=1e-5)
     np.testing.assert_allclose(got_grads, grads[:, 1:].reshape(2, GRID, GRID, -1), atol=1e-6)

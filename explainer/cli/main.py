@@ -1,4 +1,4 @@
-"""The command line, ``gradcam-chat`` (also ``python -m explainer``): serve, explain, audit, evaluate.
+"""The command line, ``gradcam-chat`` (also ``python -m explainer``): serve, explain, audit, evaluate, calibrate.
 
 Errors are one line on stderr and a non-zero exit status: 1 when some images failed (the others are still
 explained), 2 for a bad model, option or class name.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from explainer.cli.audit import add_audit_arguments, audit_command
+from explainer.cli.calibrate import add_calibrate_arguments, calibrate_command
 from explainer.cli.evaluate_methods import add_evaluate_arguments, evaluate_command
 from explainer.cli.explain import add_explain_arguments, explain_command
 from explainer.cli.serve import add_serve_arguments, serve_command
@@ -20,6 +21,8 @@ COMMANDS = {
     "audit": ("explain a whole folder or zip and check where the evidence lies", add_audit_arguments,
               audit_command),
     "evaluate": ("faithfulness and localization metrics of each method", add_evaluate_arguments, evaluate_command),
+    "calibrate": ("fit calibrated probabilities, prediction sets and the unusual-image check on a labelled set",
+                  add_calibrate_arguments, calibrate_command),
 }
 
 

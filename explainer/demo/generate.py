@@ -451,6 +451,66 @@ def make_dataset(
     return ShapesData(images, labels, masks, boxes, marks, plain)
 
 
+# ----------------------------------------------------------------------------- images that are not drawn shapes
+
+#: What :func:`not_shapes` draws, in turn: none of them holds a shape of :data:`CLASSES`.
+NOT_SHAPES: tuple[str, ...] = ("smooth noise", "checkerboard", "colour blobs", "text", "tag alone", "pixel noise")
+_WORDS = ("GRAD", "CAM", "chat", "hello", "2024", "label", "x-ray", "ok?", "model", "shape")
+
+
+def _checkerboard(rng: np.random.Generator, size: int) -> np.ndarray:
+    cell = int(rng.integers(4, 33))
+    yy, xx = np.mgrid[0:size, 0:size] // cell
+    return np.where(((yy + xx) % 2 == 0)[..., None], _random_colour(rng), _random_colour(rng))
+
+
+def _colour_blobs(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Irregular regions of 6–12 random colours: the argmax of as many smooth noise fields."""
+    k = int(rng.integers(6, 13))
+    region = _smooth_noise(rng, size, int(rng.integers(3, 9)), k).argmax(axis=-1)
+    return rng.uniform(0, 255, (k, 3))[region]
+
+
+def _text(rng: np.random.Generator, size: int) -> np.ndarray:
+    image = _to_uint8(np.full((size, size, 3), rng.uniform(150, 235)) + _smooth_noise(rng, size, 3, 3) * 20)
+    for row in range(int(rng.integers(3, 7))):
+        words = " ".join(rng.choice(_WORDS, 3))
+        y = int(18 + row * (size - 20) / 6)
+        cv2.putText(image, words, (int(rng.integers(0, 20)), y), cv2.FONT_HERSHEY_SIMPLEX,
+                    float(rng.uniform(0.35, 0.6)), tuple(int(v) for v in rng.integers(0, 90, 3)), 1)
+    return image.astype(np.float64)
+
+
+def _tag_alone(rng: np.random.Generator, size: int) -> np.ndarray:
+    image = _gradient(rng, size) + _smooth_noise(rng, size, 4, 3) * 15
+    _draw_mark(image, int(rng.integers(0, len(CLASSES))))
+    return image
+
+
+_NOT_SHAPE_DRAWERS = {
+    "smooth noise": lambda rng, size: 127.5 + _smooth_noise(rng, size, int(rng.integers(4, 17)), 3) * 127.5,
+    "checkerboard": _checkerboard,
+    "colour blobs": _colour_blobs,
+    "text": _text,
+    "tag alone": _tag_alone,
+    "pixel noise": lambda rng, size: rng.uniform(0, 255, (size, size, 3)),
+}
+
+
+def not_shapes(n: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, list[str]]:
+    """``n`` images that hold no drawn shape, of the kinds :data:`NOT_SHAPES` in turn, and each one's kind.
+
+    Strong multi-colour smooth noise (natural-image-like texture), checkerboards of random cell and colours,
+    irregular regions of many colours, a few lines of text (OpenCV's Hershey font), the shortcut model's tag
+    alone on a smooth background, and uniform pixel noise. What a shapes model should call unusual.
+    """
+    images = np.empty((n, size, size, 3), np.uint8)
+    kinds = [NOT_SHAPES[i % len(NOT_SHAPES)] for i in range(n)]
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
+        images[i] = _to_uint8(_NOT_SHAPE_DRAWERS[kinds[i]](np.random.Generator(np.random.PCG64(child)), size))
+    return images, kinds
+
+
 # ----------------------------------------------------------------------------- app examples
 
 EXAMPLES_SEED = 4242

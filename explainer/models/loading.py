@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from explainer.graph import find_head
 from explainer.heads import DEFAULT_DECISION_THRESHOLD, HEADS
 from explainer.inputs.images import load_image
 from explainer.models import hub
+from explainer.models.calibration import CALIBRATION_KEY, FEATURES_KEY, Calibration, FeatureReference
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class ModelInfo:
         For ``multilabel`` heads, the probability at or above which a label counts as present.
     channels : int
         1 (grayscale: images are converted to luminance first) or 3 (RGB).
+    calibration : Calibration or None
+        The sidecar's fitted temperature scaling and conformal quantile (``gradcam-chat calibrate``).
+    features : FeatureReference or None
+        The sidecar's penultimate-feature reference, for the out-of-distribution verdict.
     """
 
     name: str
@@ -73,6 +79,8 @@ class ModelInfo:
     head_note: str = ""
     decision_threshold: float = DEFAULT_DECISION_THRESHOLD
     channels: int = 3
+    calibration: Calibration | None = None
+    features: FeatureReference | None = None
 
 
 @dataclass
@@ -327,6 +335,33 @@ def read_sidecar(model_path: str | os.PathLike) -> dict:
     return meta
 
 
+def write_sidecar(model_path: str | os.PathLike, updates: dict) -> list[str]:
+    """Merge ``updates`` into the sidecar of ``model_path`` (created when missing); other fields are kept.
+
+    Returns the keys that already held a value and were replaced. Lists of numbers are written on one line each,
+    so a matrix costs its numbers, not a line per number.
+
+    Raises
+    ------
+    ModelError
+        When the existing sidecar is unreadable or the file cannot be written.
+    """
+    path = Path(model_path).with_suffix(".json")
+    meta = read_sidecar(model_path)
+    replaced = [key for key in updates if key in meta]
+    try:
+        path.write_text(dump_sidecar(meta | updates), encoding="utf-8")
+    except OSError as err:
+        raise ModelError(f"Cannot write the sidecar {path.name!r}: {err.strerror or err}.") from err
+    return replaced
+
+
+def dump_sidecar(meta: dict) -> str:
+    """``meta`` as indented JSON, with each innermost list of numbers on one line."""
+    text = json.dumps(meta, indent=2)
+    return re.sub(r"\[[-+0-9.eE,\s]*\]", lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "), text) + "\n"
+
+
 def _read_labels(labels: list[str] | str | os.PathLike) -> list[str]:
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
@@ -381,6 +416,8 @@ def _describe(model: keras.Model, meta: dict, source: str, labels, preprocess_mo
         head_note=_head_note(head, find_head(model).kind, n_classes, threshold),
         decision_threshold=threshold,
         channels=channels,
+        calibration=Calibration.from_dict(meta[CALIBRATION_KEY], n_classes) if meta.get(CALIBRATION_KEY) else None,
+        features=FeatureReference.from_dict(meta[FEATURES_KEY]) if meta.get(FEATURES_KEY) else None,
     )
 
 
