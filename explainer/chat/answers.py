@@ -306,11 +306,15 @@ def answer_confidence(state: SessionState, intent: Intent) -> Reply:
     facts = _warnings(state, result)
     word = qualifier(top.probability, runner.probability if runner else 0.0, guessing=guessing(facts),
                      below_reference=bool(facts["ood"] and facts["ood"].low_confidence))
+    calibration = result.to_dict().get("calibration") if result.calibrated else None
     return render_reply(
         state, "confidence", intent, top=top, runner=runner, margin=margin, multilabel=False, qualifier=word,
         asked=asked, squash=squash(result.head), **facts, suggestions=suggestions_for(state, result, I.CONFIDENCE),
-        data={"probability": top.probability, "margin": margin, "qualifier": word, **_head_data(result),
-              **_facts_data(facts)},
+        calibration=calibration, prediction_set=result.prediction_set(),
+        raw_top=top.raw_probability if result.calibrated else None,
+        data={"probability": top.probability, "raw_probability": top.raw_probability, "margin": margin,
+              "qualifier": word, "calibrated": result.calibrated, "prediction_set": result.prediction_set(),
+              **_head_data(result), **_facts_data(facts)},
         footer=result)
 
 

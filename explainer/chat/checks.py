@@ -201,9 +201,14 @@ class Unusual:
     findings: list[dict]  # each: name, value, low, high (the reference's 1st and 99th percentiles)
     max_probability: float | None = None
     probability_p05: float | None = None
+    #: The feature-space verdict (``Explanation.ood``: distance, threshold, percentile, unusual), when the model has
+    #: a feature reference: the check that counts; the pixel statistics then only say in what way an image differs.
+    features: dict | None = None
 
     @property
     def unusual(self) -> bool:
+        if self.features is not None:
+            return bool(self.features["unusual"])
         return bool(self.findings)
 
     @property
@@ -214,21 +219,24 @@ class Unusual:
 
     def to_dict(self) -> dict:
         return {"unusual": self.unusual, "findings": self.findings, "max_probability": self.max_probability,
-                "reference_max_probability_p05": self.probability_p05}
+                "reference_max_probability_p05": self.probability_p05, "features": self.features}
 
 
 _STATISTICS = ("brightness", "edge_density")  # templates/_macros.j2 says what each measures
 
 
 def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | None:
-    """Compare ``result.image`` with the model's reference statistics; None when the model has none.
+    """Compare ``result.image`` with the model's training data; None when the model has no reference at all.
 
-    An image statistic outside the training data's 1st–99th percentile range is a finding. The top probability is
-    compared with the held-out images' 5th percentile.
+    The verdict is the feature-space check of :attr:`Explanation.ood` when the model has a feature reference
+    (Mahalanobis distance of its penultimate features to the nearest class mean). An image statistic outside the
+    training data's 1st–99th percentile range is a finding that says in what way it differs (the verdict itself
+    when there is no feature reference). The model's own (raw) top probability is compared with the held-out
+    images' 5th percentile, which was measured on raw probabilities too.
     """
     reference = model.info.reference
     if not isinstance(reference, dict):
-        return None
+        return None if result.ood is None else Unusual([], features=result.ood)
     small = resize(result.image, model.info.input_size)[None]
     stats = image_statistics(small)
     values = {"brightness": float(stats["channel_mean"].mean()), "edge_density": float(stats["edge_density"][0])}
@@ -243,7 +251,8 @@ def out_of_distribution(model: LoadedModel, result: Explanation) -> Unusual | No
                              "low": low, "high": high, "direction": "low" if values[key] < low else "high"})
     probability = reference.get("max_probability")
     p05 = float(probability["p05"]) if isinstance(probability, dict) and "p05" in probability else None
-    return Unusual(findings, float(result.top.probability), p05)
+    raw = result.top.raw_probability if result.top.raw_probability is not None else result.top.probability
+    return Unusual(findings, float(raw), p05, result.ood)
 
 
 #: Standard deviation of the grey levels (0–255, at the model's input size) below which an image counts as blank.
