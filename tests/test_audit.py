@@ -152,7 +152,7 @@ def test_the_report_and_the_chat_share_one_environment_each_escaping_its_own_way
     chat = render("no_class", asked=label, candidates=[], n_labels=1, labels=[label])
     assert "&lt;b&gt;x&lt;/b&gt;\\_\\*" in chat and "<b>" not in chat
     assert render("report.html", **context, summary=summarize([]), rows=[], wrong=[], wrong_reason=[],
-                  least_confident=[], max_pictures=1).startswith("<!DOCTYPE html>")
+                  least_confident=[], unusual=[], max_pictures=1).startswith("<!DOCTYPE html>")
 
 
 def test_masks_give_the_same_numbers_as_boxes(planted, planted_run, tmp_path, capsys):
@@ -289,3 +289,28 @@ def test_class_folders_match_labels_by_name_index_or_keras_order():
     assert mapping == {"n01": 0, "n02": 1, "n03": 2} and "sorted order" in note
     with pytest.raises(AuditError, match="'n09' is not one of"):
         class_indices(["n09"], ["tench", "goldfish", "shark"])
+
+
+def test_the_report_shows_reliability_and_the_images_unlike_the_training_data(tmp_path):
+    """The calibrated shapes model on its own kind of images plus textures that hold no shape: the report draws the
+    reliability diagram (calibrated and raw), states both ECEs, and shows the textures as unlike the training data."""
+    from explainer.demo.audit_data import write_audit_folder
+    from explainer.demo.generate import not_shapes
+    from explainer.evaluation.audit import audit_folder
+
+    images = write_audit_folder(tmp_path / "set", n=40, tag=False)
+    odd, _kinds = not_shapes(8, seed=7)
+    for i, picture in enumerate(odd):
+        cv2.imwrite(str(images / "circle" / f"odd_{i}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    run = audit_folder(load_model("shapes"), images, tmp_path / "out", AuditOptions())
+    summary = run.summary
+    assert summary["ece"] is not None and summary["ece_raw"] is not None and 0 <= summary["ece"] <= 1
+    assert sum(b["count"] for b in summary["reliability"]) == summary["labelled"] == 48
+    records = [json.loads(line) for line in run.results.read_text().splitlines()]
+    flagged = [r["image"] for r in records if r["ood"]["unusual"]]
+    assert summary["unusual"] == len(flagged) and sum("odd_" in name for name in flagged) >= 5
+    assert sum("odd_" not in name for name in flagged) <= 2  # its own kind of image is rarely flagged
+    html = run.report.read_text()
+    assert 'aria-label="Reliability diagram"' in html and html.count("<rect") > 3
+    unusual = html.split("<h2>Unlike the training data")[1].split("<h2>")[0]
+    assert unusual.count("data:image/jpeg;base64,") == len(flagged)

@@ -29,6 +29,7 @@ import numpy as np
 from explainer.cams import get_method
 from explainer.engine import default_method, explain_batch
 from explainer.errors import ExplainerError
+from explainer.evaluation import metrics
 from explainer.evaluation.groundtruth import (
     BOX_FORMATS,
     WRONG_REASON_THRESHOLD,
@@ -430,7 +431,7 @@ class Collector:
         self.path = out / "results.jsonl"
         self._stream = open(self.path, "w", encoding="utf-8")  # noqa: SIM115  (closed by close())
         self.rows: list[dict] = []
-        self.sections: dict[str, list] = {"wrong": [], "wrong_reason": [], "least_confident": []}
+        self.sections: dict[str, list] = {"wrong": [], "wrong_reason": [], "least_confident": [], "unusual": []}
         self.options = options
         self._on_record = on_record
 
@@ -444,6 +445,8 @@ class Collector:
                 self._keep(record["flag"], row, shown)
             if row["probability"] is not None:  # with or without expected regions, the report has pictures
                 self._keep("least_confident", row, shown)
+            if row["unusual"]:
+                self._keep("unusual", row, shown)
         if self._on_record:
             self._on_record(record)
 
@@ -451,6 +454,7 @@ class Collector:
         # Most confident mistakes first; for the right-for-the-wrong-reason, peak outside the region first, then the
         # least energy inside.
         priority = {"wrong": lambda: (row["probability"],), "least_confident": lambda: (-row["probability"],),
+                    "unusual": lambda: (row["distance"] or 0.0,),
                     "wrong_reason": lambda: (0 if row["hit"] else 1, -row["energy"])}[flag]()
         heap = self.sections[flag]
         entry = (priority, -row["n"], {**row, "picture": shown})
@@ -482,6 +486,9 @@ def table_row(record: dict, n: int) -> dict:
         "hit": expected.get("hit"),
         "iou": expected.get("iou"),
         "where": (record.get("region") or {}).get("location"),
+        "raw_probability": top.get("raw_probability"),
+        "unusual": bool((record.get("ood") or {}).get("unusual")),
+        "distance": (record.get("ood") or {}).get("distance"),
         "flag": record.get("flag"),
         "error": record.get("error"),
     }
@@ -496,7 +503,22 @@ def summarize(rows: list[dict]) -> dict:
         if key is not None:
             groups.setdefault(key, []).append(row)
     summary["classes"] = [{"name": name, **_totals(group)} for name, group in sorted(groups.items())]
+    summary.update(_calibration_summary(rows))
     return summary
+
+
+def _calibration_summary(rows: list[dict]) -> dict:
+    """Reliability of the stated confidence on the labelled images: bins and ECE, and the model's own (raw) ones
+    beside them when its probabilities are calibrated; how many images were unlike the training data."""
+    judged = [r for r in rows if r["correct"] is not None and r["probability"] is not None]
+    correct = [bool(r["correct"]) for r in judged]
+    stated = metrics.reliability_bins([r["probability"] for r in judged], correct)
+    found = {"reliability": stated, "ece": metrics.calibration_error(stated), "reliability_raw": None,
+             "ece_raw": None, "unusual": sum(r["unusual"] for r in rows)}
+    if judged and all(r["raw_probability"] is not None for r in judged):
+        raw = metrics.reliability_bins([r["raw_probability"] for r in judged], correct)
+        found.update(reliability_raw=raw, ece_raw=metrics.calibration_error(raw))
+    return found
 
 
 def _totals(rows: list[dict]) -> dict:
@@ -535,6 +557,7 @@ def write_report(path: Path, collector: Collector, summary: dict, context: dict)
     html = render(
         "report.html", summary=summary, rows=collector.rows, wrong=collector.shown("wrong"),
         wrong_reason=collector.shown("wrong_reason"), least_confident=collector.shown("least_confident")[:SHOWN_UNSURE],
+        unusual=collector.shown("unusual"),
         max_pictures=MAX_PICTURES, **context)
     path.write_text(html, encoding="utf-8")
     return path

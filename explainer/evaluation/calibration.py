@@ -22,6 +22,7 @@ import numpy as np
 from explainer.engine import forward_features
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import plan_audit
+from explainer.evaluation.metrics import calibration_error, reliability_bins
 from explainer.graph import feature_path
 from explainer.heads import probabilities
 from explainer.inputs.images import load_image_with_notes
@@ -68,25 +69,13 @@ def reliability(probs: np.ndarray, labels: np.ndarray, head: str = "softmax", bi
     ``confidence`` and ``accuracy`` are None for an empty bin. For multi-label heads ``accuracy`` is how often
     the label is present among the (image, label) probabilities of the bin.
     """
-    conf, correct = _confidences(probs, labels, head)
-    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        chosen = index == b
-        count = int(chosen.sum())
-        rows.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
-                     "confidence": float(conf[chosen].mean()) if count else None,
-                     "accuracy": float(correct[chosen].mean()) if count else None})
-    return rows
+    return reliability_bins(*_confidences(probs, labels, head), bins)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, head: str = "softmax",
                                bins: int = ECE_BINS) -> float:
     """ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over ``bins`` equal-width bins (Guo et al. 2017)."""
-    rows = reliability(probs, labels, head, bins)
-    total = sum(row["count"] for row in rows)
-    return float(sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in rows if row["count"])
-                 / max(total, 1))
+    return calibration_error(reliability(probs, labels, head, bins)) or 0.0
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

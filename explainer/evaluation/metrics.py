@@ -561,3 +561,26 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), np.float64)
     ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
     return ranks
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[dict]:
+    """A reliability diagram's equal-width bins of the stated confidence: ``{"low", "high", "count", "confidence",
+    "accuracy"}`` each (``confidence`` and ``accuracy`` None for an empty bin); Guo et al. 2017 use 15 bins."""
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        chosen = index == b
+        count = int(chosen.sum())
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
+                     "confidence": float(confidence[chosen].mean()) if count else None,
+                     "accuracy": float(correct[chosen].mean()) if count else None})
+    return rows
+
+
+def calibration_error(rows: list[dict]) -> float | None:
+    """ECE of :func:`reliability_bins`: Σ_b (n_b / N) · |accuracy_b − confidence_b|; None without any image."""
+    total = sum(row["count"] for row in rows)
+    if not total:
+        return None
+    return float(sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in rows if row["count"]) / total)
