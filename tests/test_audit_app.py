@@ -118,3 +118,21 @@ def test_a_report_without_regions_still_has_pictures_and_speaks_plainly(served, 
     report = fetch_text(url, next(f for f in files if f["path"].endswith(".html")))
     assert "Least confident" in report and report.count("data:image/jpeg;base64,") >= 8
     assert "--masks" not in plain(summary) and "boxes.csv" in report
+
+
+def test_calibrating_the_chats_model_on_a_zip_lives_with_the_session(served, tmp_path):
+    _url, chat_app = served
+    images = write_audit_folder(tmp_path / "set", n=120, tag=False)
+    archive = shutil.make_archive(str(tmp_path / "calib"), "zip", images)
+    with upload_dir() as uploads:
+        uploaded = shutil.copy(archive, uploads / "calib.zip")
+        visit = chat_app.new_visit()
+        shared = visit.chat.model
+        text = plain(chat_app.calibrate(str(uploaded), visit))
+        mine = visit.chat.model
+    assert "calibrated for this session" in text and "ECE" in text
+    assert mine is not shared and mine.keras_model is shared.keras_model  # the same network, its own calibration
+    assert mine.info.calibration is not None and mine.info.calibration is not shared.info.calibration
+    assert mine.info.calibration.fitted_on < 120  # fitted on part of the set, the rest held out to measure it
+    assert chat_app.new_visit().chat.model is shared  # another visitor keeps the shared model
+    assert visit.menu.get(visit.menu.key_of(mine)) is mine

@@ -10,6 +10,7 @@ layer only adds the components: what an event's outputs look like (:meth:`ChatSe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
 import logging
 import tempfile
@@ -28,6 +29,8 @@ from explainer.demo.audit_data import write_audit_zip
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import AuditOptions
 from explainer.evaluation.audit_archive import audit_archive
+from explainer.evaluation.calibration import calibrate_folder
+from explainer.inputs.archive import extract_audit_folder, remove
 from explainer.inputs.images import pixel_budget
 from explainer.models.loading import LoadedModel
 from explainer.prose import quote, render
@@ -363,6 +366,39 @@ class ChatServer:
             raise Refusal(f"The sample needs the bundled {SAMPLE_MODEL} model, which this server does not offer.")
         sample = write_audit_zip(Path(self.upload_folder) / "samples" / f"{SAMPLE_MODEL}-validation-set.zip")
         return self._audit_file(str(sample), SAMPLE_MODEL, method, visit, session, progress)  # our file: no gate
+
+    def calibrate_zip(self, archive: Any, visit: Visit | None, session: str | None = None,
+                      progress: Callable[[int, int, str], None] | None = None) -> str:
+        """The Audit tab's "calibrate the chat's model on this set": temperature, prediction sets and the
+        unusual-image check fitted on the zip's class folders, for this session's model only (nothing is written)."""
+        visit = visit or self.new_visit()
+        path = self.upload(archive)
+        if path is None:
+            raise Refusal(render("audit_no_zip"))
+        model, limits = visit.chat.model, self.limits
+        work = Path(tempfile.mkdtemp(prefix="calibrate-", dir=self.upload_folder))
+        with time_budget(None, (lambda: self.gone(session)) if session else None), self.pixels(limits.audit_pixels):
+            try:
+                folder = extract_audit_folder(path, work, max_images=limits.audit_images,
+                                              max_pixels=limits.audit_pixels)
+                done = [0]
+
+                def step(count: int) -> None:
+                    check_deadline()  # the visitor left: stop here
+                    done[0] += count
+                    if progress is not None:
+                        progress(done[0], folder.count, "Reading the images (forward passes only)")
+
+                fit = calibrate_folder(model, folder.images, progress=step)
+            finally:
+                remove(work)
+        calibrated = dataclasses.replace(model, info=dataclasses.replace(
+            model.info, calibration=fit.calibration, features=fit.reference))  # the same network and its traces
+        key = visit.menu.key_of(model)
+        if key is not None:
+            visit.menu.recalibrated(key, calibrated)
+        visit.chat.set_model(calibrated)
+        return render("calibrated", model=model.name, fit=fit, notes=[*folder.notes, *fit.notes])
 
     def report_page(self, files: Any) -> str:
         """An audit's report.html (from the audit's own output payload) as a frame for the page, scaled to it."""

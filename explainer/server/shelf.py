@@ -201,6 +201,15 @@ class ModelMenu:
     registry: UploadRegistry | None = None
     #: Called with the upload this menu loses (evicted or replaced), so the conversation can let go of it.
     on_drop: Callable[[LoadedModel, bool], None] | None = None
+    #: This visitor's calibrated copies of built-in models (same network, own calibration), by name.
+    calibrated: dict[str, LoadedModel] = field(default_factory=dict)
+
+    def recalibrated(self, key: str, model: LoadedModel) -> None:
+        """Answer ``key`` with ``model`` from now on, for this visitor only (a calibration fitted in the session)."""
+        if key in self.uploads:
+            self.uploads[key] = model
+        else:
+            self.calibrated[key] = model
 
     def choices(self) -> list[tuple[str, str]]:
         """``(label, key)`` pairs: the built-in models, then this visitor's uploads."""
@@ -218,11 +227,11 @@ class ModelMenu:
             return self.uploads[key]
         if key not in {name for _label, name in self.builtins}:
             raise ModelError(f"There is no model called {quote(key)} here; choose one of {', '.join(self.names())}.")
-        return self.shelf.get(key)
+        return self.calibrated.get(key) or self.shelf.get(key)
 
     def key_of(self, model: LoadedModel) -> str | None:
         """The menu key of a loaded model, or None when it is not in the menu."""
-        for key, upload in self.uploads.items():
+        for key, upload in [*self.uploads.items(), *self.calibrated.items()]:
             if upload is model:
                 return key
         for _label, name in self.builtins:

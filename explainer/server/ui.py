@@ -284,6 +284,14 @@ class ChatApp(ChatServer):
         return self.sample_audit(method, visit, _session(request), step)
 
     @event_boundary
+    def calibrate(self, archive: Any, visit: Visit | None, request: gr.Request = None,
+                  progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008 (Gradio reads it)
+        def step(done: int, total: int, desc: str) -> None:
+            progress((done, total), desc=desc, unit="images")
+
+        return self.calibrate_zip(archive, visit, _session(request), step)
+
+    @event_boundary
     def show_report(self, files: Any) -> str:
         return self.report_page(files)
 
@@ -405,6 +413,7 @@ class ChatApp(ChatServer):
                 method = gr.Dropdown(method_choices(), value=AUTO, label="CAM method")
                 run = gr.Button("Run the audit", variant="primary")
                 sample = gr.Button("Or try it on the bundled shortcut model's validation set", variant="secondary")
+                calibrate = gr.Button("Calibrate the chat's model on this set", variant="secondary")
             with gr.Column():
                 summary = gr.Markdown()
                 files = gr.File(label="report.html and results.jsonl", file_count="multiple", interactive=False)
@@ -416,6 +425,8 @@ class ChatApp(ChatServer):
             self.show_report, [files], [report], api_visibility="private", preprocess=False, queue=False)
         sample.click(self.audit_sample, [method, visit], api_visibility="private", preprocess=False, **audit).then(
             self.show_report, [files], [report], api_visibility="private", preprocess=False, queue=False)
+        calibrate.click(self.calibrate, [archive, visit], [summary], api_visibility="private", preprocess=False,
+                        concurrency_id="audit", concurrency_limit=1)
 
     def _explain_tab(self) -> None:
         with gr.Row():
