@@ -251,7 +251,7 @@ def what_if_again(state: SessionState, intent: Intent) -> Intent | None:
         return dataclasses.replace(intent, name=I.WHAT_IF, **{**same, **fields})
     if intent.name == I.CLASS and intent.target:
         return dataclasses.replace(intent, name=I.WHAT_IF, **{**same, "target": intent.target})
-    fill = next((name for name, pattern in I._FILLS if I._has(intent.text.lower(), pattern)), None)
+    fill = I.fill_named(intent.text)
     if fill and intent.name in (I.UNKNOWN, I.SETTING, I.WHY):
         return dataclasses.replace(intent, name=I.WHAT_IF, **{**same, "fill": fill})
     return None

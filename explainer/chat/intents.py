@@ -991,8 +991,12 @@ def what_if(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
         if not _has(text[verb.end():], _HIGHLIGHTED) and len(text) > verb.end() + 1:
             return None
         region = "highlighted"
-    fill = next((name for name, pattern in _FILLS if _has(text, pattern)), None)
-    return {"region": region, "keep": keep, "fill": fill}
+    return {"region": region, "keep": keep, "fill": fill_named(text)}
+
+
+def fill_named(text: str) -> str | None:
+    """The fill a what-if message asks for (``blur``, ``mean``, ``black``), or None."""
+    return next((name for name, pattern in _FILLS if _has(text.lower(), pattern)), None)
 
 
 def _covered_region(message: Message, after: int) -> str | None:
