@@ -121,7 +121,7 @@ PHRASINGS = [
     ("what is grad-cam?", I.TEACH),
     ("how does this work", I.TEACH),
     ("What is Score-CAM", I.TEACH),
-    ("what does the red mean", I.TEACH),
+    ("what does the red mean", I.LEGEND),  # the colour scale answers it better than the method page
     ("how is the heatmap computed", I.TEACH),
     ("help", I.HELP),
     ("what can I ask?", I.HELP),
@@ -148,6 +148,11 @@ PHRASINGS = [
     ("40 60 80 80", I.EXPECTED),
     ("is it looking at the right place?", I.WHY),  # "right" here is no column of the grid
     ("is it looking at the top class", I.WHY),
+    # the questions people ask next (more in tests/test_next_questions.py)
+    ("why a circle rather than a square?", I.CONTRAST),
+    ("what speaks against the star?", I.AGAINST),
+    ("what if I cover the top left?", I.WHAT_IF),
+    ("what do the colours mean?", I.LEGEND),
     ("previous image", I.IMAGE),
     ("go back to the first image", I.IMAGE),
     ("image 2", I.IMAGE),

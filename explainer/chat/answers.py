@@ -139,6 +139,8 @@ def suggestions_for(state: SessionState, result: Explanation | None, *skip: str)
     options += [(I.CONFIDENCE, ask("confidence")), (I.TRUST, ask("trust")), (I.REGION, ask("region"))]
     if runner is not None and runner.probability >= 0.001:
         options.append((I.CLASS, ask("why_not", label=runner.label)))
+    if runner is not None and runner.probability >= TORN_FLOOR and not is_multilabel(result):
+        options.insert(1, (I.CONTRAST, ask("rather", label=result.target_label, other=runner.label)))  # close
     options += [(I.COMPARE_CLASSES, ask("compare_classes")), (I.COMPARE_METHODS, ask("compare_methods")),
                 (I.LAYERS, ask("layers")), (I.TEACH, ask("teach"))]
     return [text for name, text in options if name not in skip][:4]
@@ -413,7 +415,9 @@ def answer_class(state: SessionState, intent: Intent) -> Reply:
         top_region=top.region, structure=_warnings(state, top)["structure"], **region_facts(asked),
         images=[(side, caption("pair", method=method_name(asked.method), top=top.target_label,
                                asked=asked.target_label))],
-        suggestions=[ask("region_for", label=asked.target_label), *suggestions_for(state, top, I.CLASS)],
+        suggestions=[ask("region_for", label=asked.target_label),
+                     ask("rather", label=top.target_label, other=asked.target_label),
+                     *suggestions_for(state, top, I.CLASS, I.CONTRAST)],
         data={"explanation": asked.to_dict(), "top": top.to_dict(), "rank": rank, "times": times,
               "overlap_iou": overlap}, footer=asked)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from explainer.cams import METHODS
-from explainer.chat import answers
+from explainer.chat import answers, answers_next
 from explainer.chat import intents as I
 from explainer.chat.intents import Intent, Vocab
 from explainer.chat.messages import message
@@ -245,6 +245,8 @@ class ChatSession:
             return answers.no_image_reply(state, intent)
         if _follows_expected(state, intent):
             return answers.answer_expected_follow_up(state, intent)
+        if state.current is not None and (again := answers_next.what_if_again(state, intent)) is not None:
+            return answers_next.answer_what_if(state, again)  # "and with the box at 30, 30, 40, 40?"
         return question.answer(state, intent)
 
     def _add_images(self, files: list) -> tuple[list[ImageEntry], list[tuple[str, str]]]:

@@ -42,6 +42,10 @@ SETTING = "setting"
 IMAGE = "image"
 EXPECTED = "expected"
 GREETING = "greeting"
+CONTRAST = "contrast"
+AGAINST = "against"
+WHAT_IF = "what_if"
+LEGEND = "legend"
 UNKNOWN = "unknown"
 
 #: Longest question that is parsed; the rest is ignored (a 10,000-character paste must stay fast and harmless).
@@ -71,7 +75,7 @@ opacity transparency colormap colour color threshold predict prediction predicti
 label labels identify recognize about works work hello thanks thank teach tutorial gradient gradients weights
 channels default automatic instead object shortcut highlighted transparent opaque hold hide occlude occlusion
 deletion insertion mask map maps heatmaps overlay overlays colors colours region regions spot spots area part
-parts layer otsu grabcut cutout
+parts layer otsu grabcut cutout rather cover against negative legend scale blurred
 """)
 
 # Common short words that must never be "corrected" into a keyword.
@@ -143,7 +147,14 @@ class Intent:
         Where the user expects the evidence, as typed and tidied for
         :func:`explainer.evaluation.groundtruth.region_from_text`: four numbers (``"40, 60, 80, 80"``, or
         ``"corners 10, 10, 50, 50"`` when the message said so) or place words of the 3×3 grid (``"lower left"``).
-        None in an "is it looking where it should?" that names no place.
+        None in an "is it looking where it should?" that names no place. For ``what_if`` the part to cover, also
+        ``"highlighted"`` (the map's own box).
+    versus : str or None
+        The class a contrast question sets against ``target`` ("why A rather than B?"), as typed, or ``"@2"``.
+    keep : bool
+        ``what_if``: keep only ``region`` and cover the rest ("keep only the centre").
+    fill : str or None
+        ``what_if``: what covers the region when the message says (``blur``, ``mean``, ``black``); None: the default.
     """
 
     name: str
@@ -161,6 +172,9 @@ class Intent:
     value: float | str | None = None
     typed: str | None = None
     region: str | None = None
+    versus: str | None = None
+    keep: bool = False
+    fill: str | None = None
     corrected: str = field(default="", repr=False)
 
 
@@ -884,3 +898,141 @@ def bare_label(message: Message, vocab: Vocab, details: dict) -> dict | None:
         return {"target": details["target"] or _class_phrase(message.raw), "explicit_target": True}
     return None
 
+
+
+# --- the questions people ask next: a contrast, the evidence against, covering a part, the colour scale
+
+#: "A rather than B", "A and not B", "A vs B", "A instead of B": the words between two classes of a contrast.
+_RATHER = r"(?:rather th[ae]n|and not|but not|instead of|as opposed to|not|versus|vs)"
+#: Words before the first class that only ask ("why is it", "what makes it", "compare").
+_CONTRAST_LEAD = (r"^(?:so |and |but |ok |okay |please |hey )*(?:(?:but )?why(?: is| was| did| does| do)?"
+                  r"(?: it| this| that| you| the model)?(?: say| call it| think)?(?: it'?s)?"
+                  r"|what makes (?:it|this|that|you|the model)(?: say| think| call it)?(?: it'?s)?"
+                  r"|how (?:does|did|do) (?:it|you|the model) (?:tell|know)(?: it'?s)?"
+                  r"|compare|contrast|explain|show(?: me)?|)\s*")
+#: A contrast with only the second class named ("why rather than a square?"): the first is the top class.
+_ONE_SIDED = ("rather than", "rather then", "instead of", "as opposed to")
+
+
+def contrast(message: Message, vocab: Vocab, _details: dict) -> dict | None:
+    """Two classes set against each other: "why a circle rather than a square?", "circle vs square"."""
+    text = message.text
+    match = re.search(rf"^(?P<lead>.*?)\b(?P<rather>{_RATHER})\b(?P<rest>.+)$", text)
+    if match is None:
+        return None
+    rest = match["rest"]
+    other = _contrast_class(message, vocab, match.end("rest") - len(rest.lstrip()), match.end("rest"))
+    lead = re.match(_CONTRAST_LEAD, match["lead"])
+    end = len(match["lead"].rstrip())  # the lead's own words, not the connector's
+    first = _class_phrase(message.original_span(lead.end(), end)) if lead.end() < end else ""
+    if other is None:
+        return None
+    if first and not _is_deictic(first):
+        return {"target": first, "versus": other, "explicit_target": True} if _looks_like_label(
+            first, vocab.labels) else None
+    return {"target": None, "versus": other} if match["rather"] in _ONE_SIDED else None
+
+
+def _contrast_class(message: Message, vocab: Vocab, start: int, end: int) -> str | None:
+    """The class after "rather than": a label (as typed) or a rank ("@2" for the runner-up), else None."""
+    if rank := re.search(rf"\b{_RANK}\b", message.text[start:end]):
+        return f"@{_RANKS.get(rank.group('rank') or '', 2)}"
+    phrase = _class_phrase(message.original_span(start, end))
+    return phrase if phrase and not _is_deictic(phrase) and _looks_like_label(phrase, vocab.labels) else None
+
+
+_AGAINST = (r"\b(?:speaks?|speaking|argues?|arguing|counts?|points?|works?|evidence|says?|votes?) against\b"
+            r"|\bnegative (?:evidence|map|regions?|parts?|influence|contributions?|side)\b|\bcounter[\s\-]?evidence\b"
+            r"|\bcounter[\s\-]?factual\b|\bwhat (?:lowers|reduces|decreases|hurts|weakens|lessens)\b"
+            r"|\b(?:lowers?|reduces?|decreases?|hurts?|weakens?) (?:the |its |their )?(?:score|probability|"
+            r"confidence|evidence|chance)\b|\b(?:makes?|made) it less (?:likely|sure|confident)\b")
+
+
+def against(message: Message, vocab: Vocab, details: dict) -> dict | None:
+    """What speaks against a class: "what speaks against circle?", "show the negative evidence"."""
+    if not _has(message.text, _AGAINST):
+        return None
+    if details["target"]:
+        return {"explicit_target": True}
+    if match := re.search(r"\b(?:against|of|for) (?P<c>.+)", message.text):
+        phrase = _class_phrase(message.original_span(*match.span("c")))
+        if phrase and not _is_deictic(phrase) and _looks_like_label(phrase, vocab.labels):
+            return {"target": phrase, "explicit_target": True}
+    return {}
+
+
+_COVER = (r"(?:cover|covered|covering|hide|hid|hiding|remove|removed|removing|mask out|masked|block|blocked|blank|"
+          r"black out|grey out|gray out|erase|erased|occlude|occluded|blur|blurred|delete|paint over|cut away|"
+          r"take away|took away)")
+_WHAT_IF_ASKED = (r"\bwhat (?:if|happens (?:if|when)|would happen if|about if)\b|\bsuppose\b|\bimagine\b"
+                  r"|\bwhat would (?:it|the model|you) (?:say|predict|think)\b|\bif (?:i|we|you) (?:cover|hide|"
+                  r"remove|blur|erase|keep|occlude|mask|block)\b")
+_KEEP_ONLY = (r"\b(?:keep|leave|show|see) (?:just |only )(?:the )?|\bonly keep\b|\beverything (?:but|except)\b"
+              r"|\ball but\b")
+_HIGHLIGHTED = (r"\b(?:highlighted|hot|important|red|marked|hottest|brightest) (?:region|area|part|spot|box|bit|"
+                r"stuff)\b|\bthe (?:region|box|evidence|highlight|object|shape|thing)\b|\b(?:it|that|this)\b")
+_FILLS = (("blur", r"\bblur\w*\b"), ("mean", r"\b(?:mean|average) colou?r\b|\bmean\b|\baverage\b"),
+          ("black", r"\bblack\b"))
+
+
+def what_if(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """Cover a part of the image and ask again: "what if I cover the top left?", "cover 10, 10, 60, 60",
+    "keep only the centre". The imperative "hide the highlighted region" stays the trust check."""
+    text = message.text
+    keep = _has(text, _KEEP_ONLY)
+    verb = re.search(rf"\b{_COVER}\b", text) or re.search(_KEEP_ONLY, text)
+    if verb is None:
+        return None
+    asked = _has(text, _WHAT_IF_ASKED)
+    region = _covered_region(message, verb.end())
+    if region is None and not asked:
+        return None
+    if region is None:
+        if not _has(text[verb.end():], _HIGHLIGHTED) and len(text) > verb.end() + 1:
+            return None
+        region = "highlighted"
+    return {"region": region, "keep": keep, "fill": fill_named(text)}
+
+
+def fill_named(text: str) -> str | None:
+    """The fill a what-if message asks for (``blur``, ``mean``, ``black``), or None."""
+    return next((name for name, pattern in _FILLS if _has(text.lower(), pattern)), None)
+
+
+def _covered_region(message: Message, after: int) -> str | None:
+    """A box (four numbers) or place words of the 3×3 grid after the covering verb, tidied as the region text."""
+    numbers = _BOX_NUMBER.findall(message.raw)
+    if len(numbers) == 4:
+        return region_phrase(message.raw)
+    if match := re.search(rf"\b{_PLACE}(?:[\s\-]+(?:corner|half|third|side|edge|part|bit))?\b", message.text[after:]):
+        return " ".join(re.findall(r"[a-z]+", match.group("place")))
+    return None
+
+
+def what_if_follow_up(intent: Intent) -> dict | None:
+    """After a what-if answer, a message naming only another part ("and with the box at 30, 30, 40, 40?", "and the
+    lower right?") is the same question about that part: its region fields, else None."""
+    lowered = intent.text.lower()
+    if _has(lowered, r"\b(?:look\w*|should|expect\w*|evidence|focus\w*|point\w*)\b"):
+        return None
+    if len(_BOX_NUMBER.findall(intent.text)) == 4:
+        return {"region": region_phrase(intent.text)}
+    if match := re.search(rf"^(?:and |now |then |ok |okay )?(?:(?:with|for|try|what about|how about) )?(?:the )?"
+                          rf"{_PLACE}\b", " ".join(re.findall(r"[a-z\-]+", lowered))):
+        return {"region": " ".join(re.findall(r"[a-z]+", match.group("place")))}
+    return None
+
+
+_COLOUR = (r"(?:colou?rs?|colou?r ?(?:map|scale|bar|code|coding|key)s?|cmap|palette|reds?|blues?|yellows?|greens?|"
+           r"purples?|oranges?|dark red|dark blue|warm colou?rs|cold colou?rs)")
+
+
+def legend(message: Message, _vocab: Vocab, _details: dict) -> dict | None:
+    """What the colours of the overlay mean: "what do the colours mean?", "what does red mean", "colour scale"."""
+    if _has(message.text, rf"\blegend\b|\bcolou?r ?(?:scale|bar|key|code|coding)\b|\bcolorbar\b"
+                          rf"|\bwhat (?:do|does|did|is|are) (?:the |this |that |these |all )?(?:\w+ )?{_COLOUR} "
+                          rf"(?:\w+ ){{0,4}}?(?:mean|means|stand for|show|indicate|represent|signify)\b"
+                          rf"|\b(?:explain|read|meaning of|interpret) (?:the |this |these )?(?:\w+ )?{_COLOUR}\b"
+                          rf"|\bwhy is (?:it|this|that|the \w+) (?:red|blue|yellow)\b"):
+        return {}
+    return None

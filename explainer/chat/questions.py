@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from explainer.chat import answers as A
+from explainer.chat import answers_next as N
 from explainer.chat import intents as I
 from explainer.chat.intents import Intent, Rule, Vocab, interpret
 from explainer.chat.reply import Reply
@@ -62,7 +63,11 @@ QUESTIONS: dict[str, Question] = {q.name: q for q in (
     Question(I.IMAGE, A.answer_image, needs_image=True),
     Question(I.EXPECTED, A.answer_expected, needs_image=True),
     Question(I.GREETING, A.answer_greeting),
-    Question(I.UNKNOWN, A.answer_unknown),
+    Question(I.CONTRAST, N.answer_contrast, needs_image=True),
+    Question(I.AGAINST, N.answer_against, needs_image=True),
+    Question(I.WHAT_IF, N.answer_what_if, needs_image=True),
+    Question(I.LEGEND, N.answer_legend),
+    Question(I.UNKNOWN, N.answer_unknown_closest),
 )}
 
 #: Every intent name, in the registry's order.
@@ -74,9 +79,13 @@ INTENTS: tuple[str, ...] = tuple(QUESTIONS)
 RULES: tuple[tuple[str, Rule], ...] = (
     (I.HELP, I.help_request),          # "what can I ask?": an exact request, whatever else it names
     (I.GREETING, I.greeting),          # short small talk only ("thanks, great")
+    (I.WHAT_IF, I.what_if),            # "cover 10, 10, 60, 60": a box to cover, not where the evidence should be
     (I.EXPECTED, I.expected),          # a box or a place the evidence should be in, whatever else it names
+    (I.LEGEND, I.legend),              # "what does the colormap mean": before the colormap setting and teaching
     (I.SETTING, I.setting),            # "use viridis", "opacity 30 %": before model/method "use ..." forms
     (I.MODEL, I.model),                # "switch to the shapes model"
+    (I.CONTRAST, I.contrast),          # "why circle rather than square": two classes, before method and class rules
+    (I.AGAINST, I.against),            # "what lowers the score": before confidence's "score" and class words
     (I.TEACH, I.teach),                # "what is Grad-CAM?" names a method but asks how it works
     (I.COMPARE_METHODS, I.compare_methods),  # two methods named: a comparison, not "use"
     (I.USE_METHOD, I.use_method),      # one method named

@@ -267,6 +267,7 @@ class SessionState:
         self.current: ImageEntry | None = None
         self.expected: ExpectedRegion | None = None  # the last region the user expects the evidence in
         self.last_answer: str | None = None  # the intent of the last answer that was not an error (follow-ups)
+        self.last_what_if: dict | None = None  # the part the last what-if covered (region, keep, fill, target)
         self.said: set[str] = set()  # notes said once per conversation (why a transformer's default method)
         self.turns = 0
         self.explain_calls = 0  # how often the engine was asked for maps (tests and benchmarks read it)
@@ -530,6 +531,7 @@ class SessionState:
         twin.current = self.current
         twin.expected = self.expected
         twin.last_answer = self.last_answer
+        twin.last_what_if = self.last_what_if
         twin.said = set(self.said)
         twin._counter = self._counter
         twin._regions = self._regions
