@@ -210,9 +210,13 @@ def _blurred(image: np.ndarray) -> np.ndarray:
 
 
 def _probability(model, image: np.ndarray, index: int) -> tuple[float, float]:
-    """The class's probability by the engine's forward pass and by Keras itself, on the model's preprocessing."""
-    keras_probs = np.asarray(model.keras_model(model.prepare([image]), training=False))
-    return float(predict(model, [image])[0, index]), float(keras_probs[0, index])
+    """The class's probability by the engine's forward pass and by Keras itself, on the model's preprocessing (with
+    the model's calibration applied to Keras's softmax: log-probabilities are the logits up to a constant)."""
+    keras_probs = np.asarray(model.keras_model(model.prepare([image]), training=False), np.float64)
+    calibration = model.info.calibration
+    if calibration is not None:
+        keras_probs = calibration.probabilities(np.log(np.maximum(keras_probs, 1e-30)), model.info.head)
+    return float(predict(model, [image])[0, index]), float(np.asarray(keras_probs)[0, index])
 
 
 def _check(reply, model, image: np.ndarray, covered: np.ndarray, index: int) -> None:
