@@ -51,11 +51,10 @@ def browser():
             launched.close()
 
 
-@pytest.fixture
-def page(browser):
+def _fresh_page(browser, viewport: dict):
     """A fresh browser context and page on the app: a new visitor with an empty conversation, whatever ran before."""
     launched, url = browser
-    context = launched.new_context(viewport={"width": 1280, "height": 1000})
+    context = launched.new_context(viewport=viewport)
     try:
         tab = context.new_page()
         tab.set_default_timeout(WAIT_MS)
@@ -63,6 +62,11 @@ def page(browser):
         yield tab
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser):
+    yield from _fresh_page(browser, {"width": 1280, "height": 1000})
 
 
 def _ask_why(page, image: str):
@@ -184,15 +188,7 @@ VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, 
 @pytest.fixture(params=sorted(VIEWPORTS))
 def screen(browser, request):
     """A fresh page at a desktop's or a phone's size."""
-    launched, url = browser
-    context = launched.new_context(viewport=VIEWPORTS[request.param])
-    try:
-        tab = context.new_page()
-        tab.set_default_timeout(WAIT_MS)
-        tab.goto(url)
-        yield tab
-    finally:
-        context.close()
+    yield from _fresh_page(browser, VIEWPORTS[request.param])
 
 
 def _newest_reply_top(page) -> dict:
