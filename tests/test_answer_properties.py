@@ -344,7 +344,7 @@ def test_trust_verdict_follows_the_signed_changes(models, seed, head):
         else:
             direction = 1 if raised == "raises" else -1
             assert any(sign(c) == direction and _shown(points(c)) == f"{shown} points" for c in changes), verdict
-    if verdict.startswith("**It holds up.**"):
+    if verdict.startswith("**The map is faithful to the model.**"):
         assert check.drop >= 0.15 and check.drop >= 2 * abs(check.random_drop) + NOISE
     if "hiding the highlighted part raises the score" in verdict:
         assert hidden_change >= NOISE and sign(hidden_change) > 0

@@ -66,3 +66,38 @@ def test_the_what_answer_says_torn_when_it_is(chat, monkeypatch):
     monkeypatch.setattr(answers, "torn_between", lambda _p: list(predictions[:3]))
     text = _words(chat.respond("what is it?").markdown)
     assert "torn between" in text and all(p.label in text.split("torn between")[1][:80] for p in predictions[:3])
+
+
+def test_hold_up_tells_a_faithful_map_from_a_right_reason_on_the_shortcut_example():
+    """The shortcut model on its own example: the map is faithful (hiding the tag drops the score) and the answer
+    says the highlighted part is the tag, not the drawn square; its follow-ups ask about the shape drawn."""
+    from explainer.demo import load_examples
+    from explainer.demo.generate import MARK_BOX
+
+    example = next(e for e in load_examples() if e.model == "shapes-shortcut" and e.mark and e.mark != e.label)
+    chat = ChatSession(explainer.load_model("shapes-shortcut"))
+    chat.know(example.image, shows=example.label, mark_box=list(MARK_BOX))
+    first = chat.respond("why?", [example.image])
+    assert first.suggestions[0] == f"Why not {example.label}?"
+    text = _words(chat.respond("does it hold up?").markdown)
+    assert "The map is faithful to the model" in text
+    assert "the coloured tag in the corner" in text and "right for the wrong reason" in text
+
+
+def test_hold_up_compares_with_the_users_region_when_one_was_given(tmp_path):
+    from app_server import shape_png
+
+    chat = ChatSession(explainer.load_model("shapes"))
+    chat.respond("", [shape_png(tmp_path, "star")])  # a star in the centre: the map is faithful there
+    chat.respond("is it looking at 40, 20, 120, 120?")  # x, y, w, h: a box around the star
+    inside = _words(chat.respond("does it hold up?").markdown)
+    assert "The map is faithful" in inside and "And it is where you said the evidence should be" in inside
+    chat.respond("is it looking at the upper right?")
+    outside = _words(chat.respond("does it hold up?").markdown)
+    assert "But that is not where you said the evidence should be" in outside
+
+
+def test_hold_up_without_anything_known_says_what_would_tell(chat):
+    text = _words(chat.respond("does it hold up?").markdown)
+    if "The map is faithful" in text:
+        assert "A faithful map is not yet a right reason" in text

@@ -136,6 +136,9 @@ def suggestions_for(state: SessionState, result: Explanation | None, *skip: str)
     runner = next((p for p in result.predictions if p.index != result.target_index
                    and not (is_multilabel(result) and p.probability >= result.decision_threshold)), None)
     options = [(I.WHY, ask("why"))] if not result.is_top else []
+    shows = state.current.known.get("shows") if state.current is not None else None
+    if shows and shows in state.model.labels and shows != result.target_label:  # the natural next question
+        options.insert(0, (I.CLASS, ask("why_not", label=shows)))
     options += [(I.CONFIDENCE, ask("confidence")), (I.TRUST, ask("trust")), (I.REGION, ask("region"))]
     if runner is not None and runner.probability >= 0.001:
         options.append((I.CLASS, ask("why_not", label=runner.label)))
@@ -458,11 +461,36 @@ def answer_trust(state: SessionState, intent: Intent) -> Reply:
     label = result.target_label
     side = state.picture(("occlusion", id(result), id(check)), lambda: _trust_picture(result, check), result)
     return render_reply(
-        state, "trust", intent, result=result, check=check, deletion=scores.aucs[0],
+        state, "trust", intent, result=result, check=check, deletion=scores.aucs[0], **right_reason(state, result),
         random_auc=scores.random_auc, method=method_name(result.method), multilabel=is_multilabel(result),
         threshold=result.decision_threshold, images=[(side, caption("trust", label=label))],
         suggestions=suggestions_for(state, result, I.TRUST),
         data={"occlusion": check.to_dict(), "deletion": scores.to_dict(), **_head_data(result)}, footer=result)
+
+
+def right_reason(state: SessionState, result: Explanation) -> dict:
+    """Whether a faithful map also shows the model right for the right reason, from what is known of the image:
+    the region the user expects the evidence in, else a bundled example's shortcut tag.
+
+    Returns ``{"reason": kind, "reason_share": share, "shows": class drawn}``: ``kind`` is ``region_inside``,
+    ``region_partly`` or ``region_elsewhere`` (the verdict of
+    :func:`~explainer.evaluation.groundtruth.compare_region`; share: of the map's heat in the user's region),
+    ``tag`` or ``not_tag`` (share: of the
+    highlighted region on the tag), or None (nothing known: the answer says what would tell).
+    """
+    expected = state.expected
+    if expected is not None and result.heatmap.max() > 0:  # judged as "is it looking here?" judges it
+        comparison = compare_region(result, mask=expected.mask)
+        return {"reason": f"region_{comparison['verdict']}", "reason_share": comparison["energy_inside"],
+                "shows": None}
+    known = state.current.known if state.current is not None else {}
+    box = known.get("mark_box")
+    if box and result.region.coverage > 0:  # how much of the highlighted region is the tag
+        x, y, w, h = box
+        shown = result.region.shown_mask
+        share = float(shown[y: y + h + 1, x: x + w + 1].sum() / max(1, shown.sum()))
+        return {"reason": "tag" if share >= 0.5 else "not_tag", "reason_share": share, "shows": known.get("shows")}
+    return {"reason": None, "reason_share": None, "shows": known.get("shows")}
 
 
 def _trust_picture(result: Explanation, check: Any) -> np.ndarray:

@@ -51,6 +51,7 @@ class ChatSession:
     def __init__(self, model: LoadedModel, loader: ModelLoader | None = None, model_names: Sequence[str] = (),
                  settings: Settings | None = None):
         self.state = SessionState(model, loader, model_names, settings)
+        self._known: dict[str, dict] = {}  # image file -> what is known about it (see know)
 
     # ----------------------------------------------------------------------------------------- reading the state
 
@@ -249,11 +250,18 @@ class ChatSession:
             return answers_next.answer_what_if(state, again)  # "and with the box at 30, 30, 40, 40?"
         return question.answer(state, intent)
 
+    def know(self, source: str, **facts: Any) -> None:
+        """What is known about the image file ``source`` when it is sent (a bundled example: the class it shows,
+        where its shortcut tag is), so answers can tell faithful from right for the right reason."""
+        self._known[str(source)] = facts
+
     def _add_images(self, files: list) -> tuple[list[ImageEntry], list[tuple[str, str]]]:
         added, problems = [], []
         for source in files:
             try:
-                added.append(self.state.add_image(source))
+                entry = self.state.add_image(source)
+                entry.known = dict(self._known.get(str(source), {})) if isinstance(source, str) else {}
+                added.append(entry)
             except ImageError as err:
                 problems.append((_file_name(source), str(err)))
         return added, problems
@@ -262,6 +270,7 @@ class ChatSession:
         """An independent conversation sharing the (read-only) models: Gradio deep-copies a State's value."""
         twin = ChatSession.__new__(ChatSession)
         twin.state = copy.deepcopy(self.state, memo)
+        twin._known = copy.deepcopy(self._known, memo)
         return twin
 
 

@@ -162,6 +162,9 @@ class ImageEntry:
     name: str
     original_size: tuple[int, int]  # (width, height) before any shrinking
     notes: list[str] = field(default_factory=list)  # how the file was read (e.g. "the first of 12 frames")
+    #: What is known about the image besides its pixels (a bundled example's): ``shows``, the class drawn in it;
+    #: ``mark_box``, the box (x, y, w, h) of a shortcut tag in it.
+    known: dict = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:

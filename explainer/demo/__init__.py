@@ -30,6 +30,8 @@ class Example:
     question: str
     model: str
     caption: str = ""
+    label: str = ""  # the shape drawn in it
+    mark: str = ""  # the class of the shortcut tag in its corner, if it has one
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
@@ -43,6 +45,6 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
     for entry in entries:
         image = folder / str(entry.get("image") or entry.get("file") or "")
         if image.is_file():
-            examples.append(Example(str(image), entry.get("question") or "Why?",
-                                    entry.get("model") or "", entry.get("caption") or ""))
+            examples.append(Example(str(image), entry.get("question") or "Why?", entry.get("model") or "",
+                                    entry.get("caption") or "", entry.get("label") or "", entry.get("mark") or ""))
     return examples

@@ -26,6 +26,7 @@ from explainer.deadline import check as check_deadline
 from explainer.deadline import time_budget
 from explainer.demo import load_examples
 from explainer.demo.audit_data import write_audit_zip
+from explainer.demo.generate import MARK_BOX
 from explainer.errors import ExplainerError
 from explainer.evaluation.audit import AuditOptions
 from explainer.evaluation.audit_archive import audit_archive
@@ -233,6 +234,7 @@ class ChatServer:
                 visit.chat.set_model(visit.menu.get(example.model))
             except ExplainerError as err:  # the example is still worth asking of the current model
                 self.warn(str(err))
+        visit.chat.know(example.image, shows=example.label, mark_box=list(MARK_BOX) if example.mark else None)
         yield from self.ask(visit, example.question, [example.image], session)  # our own file: not an upload
 
     def use_model(self, key: Any, visit: Visit | None) -> tuple:
