@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def write_audit_zip(path: Path | str, n: int = 60, seed: int = AUDIT_SEED, tag: 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         images = write_audit_folder(work, n, seed, tag)
-        partial = path.with_suffix(".part")
+        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")  # two writers never share one
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(images.rglob("*.png")):
                 archive.write(file, file.relative_to(images).as_posix())
