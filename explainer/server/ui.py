@@ -322,8 +322,6 @@ class ChatApp(ChatServer):
         refuse_quietly(demo)
         self.demo = demo
         return demo
-        self.demo = demo
-        return demo
 
     def _chat_tab(self, visit: gr.State) -> None:
         with gr.Row(equal_height=False):
