@@ -347,7 +347,7 @@ class ChatApp(ChatServer):
                     gr.Markdown(render("region_help"))
                     fetch = gr.Button("Draw on the current image", size="sm", elem_id="region-fetch")
                     editor = gr.ImageEditor(type="numpy", image_mode="RGBA", sources=(), transforms=(),
-                                            layers=False, label="Paint the region", elem_id="region-editor",
+                                            layers=False, label="Paint here", elem_id="region-editor",
                                             brush=gr.Brush(colors=[REGION_COLOUR], color_mode="fixed",
                                                            default_size=12))
                     check = gr.Button("Is it looking here?", variant="primary", size="sm", elem_id="region-check")
