@@ -311,7 +311,7 @@ def answer_confidence(state: SessionState, intent: Intent) -> Reply:
     facts = _warnings(state, result)
     word = qualifier(top.probability, runner.probability if runner else 0.0, guessing=guessing(facts),
                      below_reference=bool(facts["ood"] and facts["ood"].low_confidence))
-    calibration = result.to_dict().get("calibration") if result.calibrated else None
+    calibration = result.calibration.summary() if result.calibrated else None
     return render_reply(
         state, "confidence", intent, top=top, runner=runner, margin=margin, multilabel=False, qualifier=word,
         asked=asked, squash=squash(result.head), **facts, suggestions=suggestions_for(state, result, I.CONFIDENCE),

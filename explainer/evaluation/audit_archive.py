@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from explainer.evaluation.audit import AuditOptions, AuditRun, audit_folder
-from explainer.inputs.archive import MAX_IMAGES, MAX_PIXELS, extract_audit_folder, remove
+from explainer.inputs.archive import MAX_IMAGES, MAX_PIXELS, unpacked
 from explainer.models.loading import LoadedModel
 
 
@@ -58,12 +58,9 @@ def audit_archive(archive: str | os.PathLike, model: LoadedModel, out: str | os.
     """
     options = (options or AuditOptions()).for_model(model)
     folder_path = Path(unpack_to) if unpack_to is not None else Path(tempfile.mkdtemp(prefix="audit-set-"))
-    try:
-        folder = extract_audit_folder(archive, folder_path, max_images=max_images, max_pixels=max_pixels)
+    with unpacked(archive, folder_path, max_images=max_images, max_pixels=max_pixels) as folder:
         # Masks are the finer region: with both, the boxes are not used (as the CLI takes one or the other).
         boxes = None if folder.masks else folder.boxes
         run = audit_folder(model, folder.images, Path(out), options, boxes, folder.masks,
                            name=name or Path(archive).name, on_record=on_record, seconds=seconds)
-    finally:
-        remove(folder_path)
     return replace(run, notes=[*folder.notes, *run.notes])

@@ -11,10 +11,12 @@ under 0.5 MB, would decode to 2 GB, and is refused in milliseconds instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -216,3 +218,13 @@ def _common_root(names: list[PurePosixPath]) -> PurePosixPath | None:
 def remove(folder: str | os.PathLike) -> None:
     """Delete an unpacked archive (after its audit)."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def unpacked(archive: str | os.PathLike, destination: str | os.PathLike, max_images: int = MAX_IMAGES,
+             max_pixels: int | None = MAX_PIXELS) -> Iterator[AuditFolder]:
+    """:func:`extract_audit_folder` into ``destination``, removed again when the block ends (also on error)."""
+    try:
+        yield extract_audit_folder(archive, destination, max_images=max_images, max_pixels=max_pixels)
+    finally:
+        remove(destination)

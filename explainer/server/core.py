@@ -31,7 +31,7 @@ from explainer.errors import ExplainerError
 from explainer.evaluation.audit import AuditOptions
 from explainer.evaluation.audit_archive import audit_archive
 from explainer.evaluation.calibration import calibrate_folder
-from explainer.inputs.archive import extract_audit_folder, remove
+from explainer.inputs.archive import unpacked
 from explainer.inputs.images import pixel_budget
 from explainer.models.loading import LoadedModel
 from explainer.prose import quote, render
@@ -153,6 +153,14 @@ class ChatServer:
         """One request's pixel budget: ``total`` pixels in all (default: the per-request limit), each image at most
         the per-image limit; every image file is counted from its header before it is decoded."""
         return pixel_budget(total or self.limits.request_pixels, self.limits.image_pixels)
+
+    @contextlib.contextmanager
+    def _long_budget(self, session: str | None) -> Iterator[None]:
+        """An audit's or a calibration's budgets: no turn time limit (the audit has its own), stopped when the
+        visitor leaves, and the pixels of a whole validation set."""
+        with time_budget(None, (lambda: self.gone(session)) if session else None), \
+                self.pixels(self.limits.audit_pixels):
+            yield
 
     def upload(self, payload: Any) -> str | None:
         """The checked server path of a raw file payload, or None (:class:`UploadRefused` outside the uploads)."""
@@ -352,7 +360,7 @@ class ChatServer:
             if progress is not None:
                 progress(done, total, desc)
 
-        with time_budget(None, (lambda: self.gone(session)) if session else None), self.pixels(limits.audit_pixels):
+        with self._long_budget(session):
             run = audit_archive(path, model, work / "out", options, max_images=limits.audit_images,
                                 max_pixels=limits.audit_pixels, seconds=limits.audit_seconds, on_record=step,
                                 name="the uploaded set", unpack_to=work / "in")
@@ -379,21 +387,17 @@ class ChatServer:
             raise Refusal(render("audit_no_zip"))
         model, limits = visit.chat.model, self.limits
         work = Path(tempfile.mkdtemp(prefix="calibrate-", dir=self.upload_folder))
-        with time_budget(None, (lambda: self.gone(session)) if session else None), self.pixels(limits.audit_pixels):
-            try:
-                folder = extract_audit_folder(path, work, max_images=limits.audit_images,
-                                              max_pixels=limits.audit_pixels)
-                done = [0]
+        with self._long_budget(session), unpacked(path, work, max_images=limits.audit_images,
+                                                  max_pixels=limits.audit_pixels) as folder:
+            done = [0]
 
-                def step(count: int) -> None:
-                    check_deadline()  # the visitor left: stop here
-                    done[0] += count
-                    if progress is not None:
-                        progress(done[0], folder.count, "Reading the images (forward passes only)")
+            def step(count: int) -> None:
+                check_deadline()  # the visitor left: stop here
+                done[0] += count
+                if progress is not None:
+                    progress(done[0], folder.count, "Reading the images (forward passes only)")
 
-                fit = calibrate_folder(model, folder.images, progress=step)
-            finally:
-                remove(work)
+            fit = calibrate_folder(model, folder.images, progress=step)
         calibrated = dataclasses.replace(model, info=dataclasses.replace(
             model.info, calibration=fit.calibration, features=fit.reference))  # the same network and its traces
         key = visit.menu.key_of(model)

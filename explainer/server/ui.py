@@ -148,6 +148,14 @@ def _session(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None)
 
 
+def _images_progress(progress: gr.Progress) -> Callable[[int, int, str], None]:
+    """The server's ``progress(done, total, description)`` as Gradio's progress bar, counted in images."""
+    def step(done: int, total: int, desc: str) -> None:
+        progress((done, total), desc=desc, unit="images")
+
+    return step
+
+
 class ChatApp(ChatServer):
     """The page: builds the Blocks on :class:`~explainer.server.core.ChatServer` and serves it."""
 
@@ -270,26 +278,17 @@ class ChatApp(ChatServer):
               progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:  # noqa: B008 (Gradio reads it)
         """The Audit tab: a zip of class folders (and optional boxes.csv / masks/) in, report.html and results.jsonl
         out, with a progress bar (see :meth:`~explainer.server.core.ChatServer.audit_zip`)."""
-        def step(done: int, total: int, desc: str) -> None:
-            progress((done, total), desc=desc, unit="images")
-
-        return self.audit_zip(archive, model_name, method, visit, _session(request), step)
+        return self.audit_zip(archive, model_name, method, visit, _session(request), _images_progress(progress))
 
     @event_boundary
     def audit_sample(self, method: Any, visit: Visit | None, request: gr.Request = None,
                      progress: gr.Progress = gr.Progress()) -> tuple[str, list[str]]:  # noqa: B008 (Gradio reads it)
-        def step(done: int, total: int, desc: str) -> None:
-            progress((done, total), desc=desc, unit="images")
-
-        return self.sample_audit(method, visit, _session(request), step)
+        return self.sample_audit(method, visit, _session(request), _images_progress(progress))
 
     @event_boundary
     def calibrate(self, archive: Any, visit: Visit | None, request: gr.Request = None,
                   progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008 (Gradio reads it)
-        def step(done: int, total: int, desc: str) -> None:
-            progress((done, total), desc=desc, unit="images")
-
-        return self.calibrate_zip(archive, visit, _session(request), step)
+        return self.calibrate_zip(archive, visit, _session(request), _images_progress(progress))
 
     @event_boundary
     def show_report(self, files: Any) -> str:
